@@ -1,0 +1,89 @@
+"""Defaults and configuration resolution, in one place: arguments, then environment, then defaults."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from ._exceptions import ConfigurationError
+from ._types import SamplingParams
+
+__all__ = [
+    "DEFAULT_MAX_RETRIES",
+    "DEFAULT_SAMPLING",
+    "DEFAULT_TIMEOUT",
+    "ENV_API_KEY",
+    "ENV_BASE_URL",
+    "ENV_MODEL",
+    "ENV_TIMEOUT",
+    "Timeout",
+]
+
+ENV_BASE_URL = "TARSGUARD_BASE_URL"
+ENV_MODEL = "TARSGUARD_MODEL"
+ENV_API_KEY = "TARSGUARD_API_KEY"
+ENV_TIMEOUT = "TARSGUARD_TIMEOUT"
+
+
+@dataclass(frozen=True, slots=True)
+class Timeout:
+    """Time limits of one check, in seconds (``None`` means no limit).
+
+    ``connect``: establishing a connection; ``read``: waiting for the next bytes of a response (the whole
+    response when not streamed); ``total``: the whole check, retries and backoff included.
+    """
+
+    total: float | None = 300.0
+    connect: float | None = 5.0
+    read: float | None = 120.0
+
+    @classmethod
+    def of(cls, value: float | Timeout | None) -> Timeout:
+        """A ``Timeout`` from a number of seconds for the whole check, or a ``Timeout`` as it is."""
+        if value is None or isinstance(value, Timeout):
+            return value or DEFAULT_TIMEOUT
+        seconds = float(value)
+        if seconds <= 0:
+            raise ConfigurationError(f"timeout must be positive, got {value!r}")
+        return cls(total=seconds, connect=min(5.0, seconds), read=seconds)
+
+
+DEFAULT_TIMEOUT = Timeout()
+DEFAULT_MAX_RETRIES = 2
+DEFAULT_SAMPLING = SamplingParams()
+SAMPLING_FIELDS = ("temperature", "top_p", "max_tokens", "seed", "stop")
+
+
+def resolve(value: Any, env_name: str) -> str | None:
+    """The argument if given, else the environment variable if set and non-empty, else ``None``."""
+    if value is not None:
+        return str(value)
+    return os.environ.get(env_name) or None
+
+
+def resolve_timeout(value: float | Timeout | None) -> Timeout:
+    """The timeout argument, else ``TARSGUARD_TIMEOUT`` (seconds for the whole check), else the default."""
+    if value is not None:
+        return Timeout.of(value)
+    env = os.environ.get(ENV_TIMEOUT)
+    if not env:
+        return DEFAULT_TIMEOUT
+    try:
+        return Timeout.of(float(env))
+    except ValueError:
+        raise ConfigurationError(f"{ENV_TIMEOUT} must be a number of seconds, got {env!r}") from None
+
+
+def merge_sampling(base: SamplingParams, overrides: dict[str, Any]) -> SamplingParams:
+    """``base`` with the non-``None`` overrides applied; invalid values raise ``ConfigurationError``."""
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    if not changes:
+        return base
+    if "stop" in changes:
+        stop = changes["stop"]
+        changes["stop"] = (stop,) if isinstance(stop, str) else tuple(stop)
+    try:
+        return SamplingParams.model_validate({**base.model_dump(), **changes})
+    except ValueError as exc:
+        raise ConfigurationError(f"invalid sampling parameters: {exc}") from None

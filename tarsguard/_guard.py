@@ -1,0 +1,451 @@
+"""Guard, AsyncGuard: send a prompt to the reasoner, parse its output, read the decision, make a verdict."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cached_property
+from typing import Self, TypedDict, TypeVar, Unpack
+
+from ._config import (
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_SAMPLING,
+    ENV_API_KEY,
+    ENV_BASE_URL,
+    ENV_MODEL,
+    Timeout,
+    merge_sampling,
+    resolve,
+    resolve_timeout,
+)
+from ._exceptions import BackendError, BackendTimeout, ConfigurationError, TarsGuardError
+from ._input import Prompt, to_messages
+from ._parse import CLOSE_TAG, ParsedOutput, parse_output
+from ._sync import LoopThread
+from ._types import Decision, ErrorInfo, ErrorPolicy, Health, SamplingParams, Timings, Trace, Usage, Verdict
+from ._version import __version__
+from .backends._base import Backend, GenerationEnd, GenerationRequest
+from .detect import DecisionDetector, default_detector
+
+__all__ = ["AsyncGuard", "Guard", "SamplingOverrides"]
+
+logger = logging.getLogger("tarsguard")
+
+_POLICIES: tuple[ErrorPolicy, ...] = ("raise", "decline", "allow")
+_TAG_OVERLAP = len(CLOSE_TAG) - 1
+T = TypeVar("T")
+Result = Verdict | TarsGuardError
+
+
+class SamplingOverrides(TypedDict, total=False):
+    """Sampling parameters that a guard or a single call may override."""
+
+    temperature: float
+    top_p: float
+    max_tokens: int
+    seed: int
+    stop: str | Sequence[str]
+
+
+@dataclass
+class _Collected:
+    """What one generation produced, with the moments that matter for timings."""
+
+    content: list[str] = field(default_factory=list)
+    reasoning: list[str] = field(default_factory=list)
+    end: GenerationEnd | None = None
+    first_token_ms: float | None = None
+    reasoning_end_ms: float | None = None
+    closed: bool = False
+    """Whether a ``</think>`` was seen in the content."""
+    field_deltas: int = 0
+    """Deltas of the server's separate reasoning field."""
+    before_close: int = 0
+    """Content deltas up to and including the one with ``</think>`` (all of them if none came)."""
+    after_close: int = 0
+
+
+class _GuardCore:
+    """Configuration and the check pipeline shared by ``Guard`` and ``AsyncGuard``."""
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        *,
+        model: str | None = None,
+        api_key: str | None = None,
+        timeout: float | Timeout | None = None,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        stream: bool = True,
+        on_error: ErrorPolicy = "raise",
+        detector: DecisionDetector | None = None,
+        backend: Backend | None = None,
+        headers: dict[str, str] | None = None,
+        **sampling: Unpack[SamplingOverrides],
+    ) -> None:
+        if on_error not in _POLICIES:
+            raise ConfigurationError(f"on_error must be one of {', '.join(_POLICIES)}; got {on_error!r}")
+        self._model = resolve(model, ENV_MODEL)
+        if backend is None:
+            url = resolve(base_url, ENV_BASE_URL)
+            if url is None:
+                raise ConfigurationError(
+                    f"no backend: pass base_url='http://HOST:PORT/v1' (a vLLM or OpenAI-compatible server), "
+                    f"set {ENV_BASE_URL}, or pass backend="
+                )
+            from .backends.http import HTTPBackend
+
+            backend = HTTPBackend(
+                url,
+                api_key=resolve(api_key, ENV_API_KEY),
+                model=self._model,
+                max_retries=max_retries,
+                headers=headers,
+            )
+        elif base_url is not None or api_key is not None or headers is not None:
+            raise ConfigurationError("pass either backend= or base_url=/api_key=/headers=, not both")
+        self._backend: Backend = backend
+        self._timeout = resolve_timeout(timeout)
+        self._sampling = merge_sampling(DEFAULT_SAMPLING, dict(sampling))
+        self._stream = stream
+        self._on_error: ErrorPolicy = on_error
+        self._detector = detector or default_detector()
+
+    @property
+    def backend(self) -> Backend:
+        """The backend generations come from."""
+        return self._backend
+
+    @property
+    def detector(self) -> DecisionDetector:
+        """The detector that reads decisions from answers."""
+        return self._detector
+
+    @property
+    def sampling(self) -> SamplingParams:
+        """The guard's default sampling parameters."""
+        return self._sampling
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(endpoint={self._backend.endpoint!r}, model={self._model!r})"
+
+    # -- the pipeline: input -> backend -> parse -> detect -> verdict ----------------------------------
+
+    async def _check(
+        self, prompt: Prompt, timeout: float | Timeout | None, sampling: SamplingOverrides
+    ) -> Verdict:
+        messages = to_messages(prompt)
+        params = merge_sampling(self._sampling, dict(sampling))
+        limits = self._timeout if timeout is None else Timeout.of(timeout)
+        request = GenerationRequest(messages, params, limits, stream=self._stream, model=self._model)
+        verdict_id = uuid.uuid4().hex
+        created_at = datetime.now(UTC)
+        started = time.perf_counter()
+        collected = _Collected()
+        try:
+            async with asyncio.timeout(limits.total):
+                await self._collect(request, collected, started)
+        except TimeoutError:
+            error: TarsGuardError = BackendTimeout(f"no verdict within {limits.total:g} s")
+            return self._failed(error, verdict_id, created_at, started, request, collected)
+        except TarsGuardError as exc:
+            return self._failed(exc, verdict_id, created_at, started, request, collected)
+        total_ms = (time.perf_counter() - started) * 1000
+        verdict = self._verdict(request, messages[-1]["content"], collected, verdict_id, created_at, total_ms)
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "verdict %s: %s (%.2f) model=%s total=%.1fms",
+                verdict_id,
+                verdict.decision.value,
+                verdict.confidence,
+                verdict.trace.model,
+                total_ms,
+            )
+        return verdict
+
+    async def _collect(self, request: GenerationRequest, out: _Collected, started: float) -> None:
+        tail = ""
+        async for event in self._backend.generate(request):
+            if isinstance(event, GenerationEnd):
+                out.end = event
+                continue
+            now = (time.perf_counter() - started) * 1000
+            if out.first_token_ms is None:
+                out.first_token_ms = now
+            if event.reasoning:
+                out.reasoning.append(event.reasoning)
+                out.field_deltas += 1
+            if event.content:
+                out.content.append(event.content)
+                if out.reasoning and out.reasoning_end_ms is None:
+                    out.reasoning_end_ms = now
+                if out.closed:
+                    out.after_close += 1
+                else:
+                    out.before_close += 1
+                    window = tail + event.content
+                    if CLOSE_TAG in window:
+                        out.closed = True
+                        out.reasoning_end_ms = out.reasoning_end_ms or now
+                    tail = window[-_TAG_OVERLAP:]
+        if out.end is None:
+            raise BackendError(f"the {self._backend.kind} backend ended without finishing the generation")
+
+    def _verdict(
+        self,
+        request: GenerationRequest,
+        prompt: str,
+        collected: _Collected,
+        verdict_id: str,
+        created_at: datetime,
+        total_ms: float,
+    ) -> Verdict:
+        end = collected.end
+        assert end is not None
+        content = "".join(collected.content)
+        parsed = parse_output(content, "".join(collected.reasoning) or None, finish_reason=end.finish_reason)
+        if parsed.complete:
+            assessment = self._detector.assess(parsed.answer, reasoning=parsed.reasoning, prompt=prompt)
+            decision, confidence, evidence = assessment.decision, assessment.confidence, assessment.evidence
+        else:
+            decision, confidence, evidence = Decision.UNDETERMINED, 0.0, _incomplete_evidence(parsed)
+        trace = Trace(
+            verdict_id=verdict_id,
+            request_id=end.request_id,
+            created_at=created_at,
+            model=end.model or request.model or getattr(self._backend, "model", None),
+            backend=self._backend.kind,
+            endpoint=self._backend.endpoint,
+            sampling=request.sampling,
+            streamed=request.stream,
+            usage=_usage(end, collected, parsed, request.stream),
+            finish_reason=end.finish_reason,
+            format_ok=parsed.format_ok,
+            format_issues=parsed.issues,
+            timings=Timings(
+                total_ms=total_ms,
+                first_token_ms=collected.first_token_ms if request.stream else None,
+                reasoning_end_ms=collected.reasoning_end_ms if request.stream else None,
+            ),
+            retries=end.retries,
+            detector=self._detector.name,
+            raw_output=content,
+            version=__version__,
+        )
+        return Verdict(
+            decision=decision,
+            answer=parsed.answer,
+            reasoning=parsed.reasoning,
+            confidence=confidence,
+            evidence=evidence,
+            trace=trace,
+        )
+
+    def _failed(
+        self,
+        error: TarsGuardError,
+        verdict_id: str,
+        created_at: datetime,
+        started: float,
+        request: GenerationRequest,
+        collected: _Collected,
+    ) -> Verdict:
+        if self._on_error == "raise":
+            raise error
+        logger.warning(
+            "check %s failed (%s); on_error=%r gives an undetermined verdict",
+            verdict_id,
+            error.kind,
+            self._on_error,
+        )
+        status = error.status_code if isinstance(error, BackendError) else None
+        trace = Trace(
+            verdict_id=verdict_id,
+            created_at=created_at,
+            model=request.model or getattr(self._backend, "model", None),
+            backend=self._backend.kind,
+            endpoint=self._backend.endpoint,
+            sampling=request.sampling,
+            streamed=request.stream,
+            timings=Timings(total_ms=(time.perf_counter() - started) * 1000),
+            retries=error.retries,
+            detector=self._detector.name,
+            raw_output="".join(collected.content) or None,
+            error=ErrorInfo(type=error.kind, message=str(error), status_code=status, policy=self._on_error),
+            version=__version__,
+        )
+        return Verdict(
+            decision=Decision.UNDETERMINED,
+            answer="",
+            confidence=0.0,
+            evidence=(f"the check failed ({error.kind}): {error}",),
+            trace=trace,
+        )
+
+    async def _check_many(
+        self,
+        prompts: Iterable[Prompt],
+        concurrency: int,
+        timeout: float | Timeout | None,
+        on_result: Callable[[int, Result], None] | None,
+        sampling: SamplingOverrides,
+    ) -> list[Result]:
+        if concurrency < 1:
+            raise ConfigurationError("concurrency must be >= 1")
+        items = list(prompts)
+        results: list[Result | None] = [None] * len(items)
+        indices = iter(range(len(items)))
+
+        async def worker() -> None:
+            for i in indices:
+                try:
+                    result: Result = await self._check(items[i], timeout, sampling)
+                except TarsGuardError as exc:
+                    result = exc
+                results[i] = result
+                if on_result is not None:
+                    on_result(i, result)
+
+        async with asyncio.TaskGroup() as group:
+            for _ in range(min(concurrency, len(items))):
+                group.create_task(worker())
+        return [r for r in results if r is not None]
+
+    async def _health(self, timeout: float | Timeout | None) -> Health:
+        return await self._backend.health(timeout=self._timeout if timeout is None else Timeout.of(timeout))
+
+
+class AsyncGuard(_GuardCore):
+    """Screens prompts with the TARS reasoner, asynchronously.
+
+    ``base_url`` (else ``TARSGUARD_BASE_URL``) points at a vLLM or OpenAI-compatible server; ``model``
+    (else ``TARSGUARD_MODEL``, else the first model the server lists); ``api_key`` (else
+    ``TARSGUARD_API_KEY``) is sent as a Bearer token; ``timeout`` (seconds for the whole check, or a
+    ``Timeout``; else ``TARSGUARD_TIMEOUT``); ``on_error`` chooses between raising (default), failing closed
+    (``"decline"``) and failing open (``"allow"``) with an undetermined verdict; sampling defaults follow the
+    TARS authors (temperature 0.6, top_p 1.0, max_tokens 4096) and may be overridden here or per call.
+    """
+
+    async def check(
+        self, prompt: Prompt, *, timeout: float | Timeout | None = None, **sampling: Unpack[SamplingOverrides]
+    ) -> Verdict:
+        """Check one prompt (a string, or chat messages ending with a user turn) and return its verdict."""
+        return await self._check(prompt, timeout, sampling)
+
+    async def check_many(
+        self,
+        prompts: Iterable[Prompt],
+        *,
+        concurrency: int = 8,
+        timeout: float | Timeout | None = None,
+        on_result: Callable[[int, Result], None] | None = None,
+        **sampling: Unpack[SamplingOverrides],
+    ) -> list[Result]:
+        """Check many prompts with at most ``concurrency`` in flight.
+
+        Results keep the input order; a prompt that failed has its error in its place, and the others are
+        kept. ``on_result(index, result)`` is called as each finishes.
+        """
+        return await self._check_many(prompts, concurrency, timeout, on_result, sampling)
+
+    async def health(self, *, timeout: float | Timeout | None = None) -> Health:
+        """Whether the backend is up, and which models it serves."""
+        return await self._health(timeout)
+
+    async def aclose(self) -> None:
+        """Close the backend's connections."""
+        await self._backend.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+class Guard(_GuardCore):
+    """Screens prompts with the TARS reasoner; the blocking twin of ``AsyncGuard``, same arguments.
+
+    Safe to call from inside a running event loop: the work runs on the guard's own loop thread.
+    """
+
+    @cached_property
+    def _loop(self) -> LoopThread:
+        return LoopThread()
+
+    def check(
+        self, prompt: Prompt, *, timeout: float | Timeout | None = None, **sampling: Unpack[SamplingOverrides]
+    ) -> Verdict:
+        """Check one prompt (a string, or chat messages ending with a user turn) and return its verdict."""
+        return self._loop.run(self._check(prompt, timeout, sampling))
+
+    def check_many(
+        self,
+        prompts: Iterable[Prompt],
+        *,
+        concurrency: int = 8,
+        timeout: float | Timeout | None = None,
+        on_result: Callable[[int, Result], None] | None = None,
+        **sampling: Unpack[SamplingOverrides],
+    ) -> list[Result]:
+        """Check many prompts concurrently; see ``AsyncGuard.check_many``."""
+        return self._loop.run(self._check_many(prompts, concurrency, timeout, on_result, sampling))
+
+    def health(self, *, timeout: float | Timeout | None = None) -> Health:
+        """Whether the backend is up, and which models it serves."""
+        return self._loop.run(self._health(timeout))
+
+    def close(self) -> None:
+        """Close the backend's connections and stop the guard's loop thread."""
+        self._loop.run(self._backend.aclose())
+        self._loop.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _usage(end: GenerationEnd, collected: _Collected, parsed: ParsedOutput, streamed: bool) -> Usage:
+    completion = end.completion_tokens
+    if collected.closed:
+        reasoning_deltas, answer_deltas = (
+            collected.field_deltas + collected.before_close,
+            collected.after_close,
+        )
+    elif parsed.reasoning is not None and not collected.field_deltas:
+        # An unfinished <think> block: all the content was reasoning.
+        reasoning_deltas, answer_deltas = collected.before_close, 0
+    else:
+        reasoning_deltas, answer_deltas = collected.field_deltas, collected.before_close
+    counted = reasoning_deltas + answer_deltas
+    if streamed and counted:
+        if completion is None:
+            completion = counted
+        reasoning = round(completion * reasoning_deltas / counted)
+        exact = counted == completion
+    else:
+        reasoning_chars = len(parsed.reasoning or "")
+        total_chars = reasoning_chars + len(parsed.answer)
+        if completion is None or not total_chars:
+            return Usage(prompt_tokens=end.prompt_tokens, completion_tokens=completion)
+        reasoning = round(completion * reasoning_chars / total_chars)
+        exact = False
+    return Usage(
+        prompt_tokens=end.prompt_tokens,
+        completion_tokens=completion,
+        reasoning_tokens=reasoning,
+        answer_tokens=completion - reasoning,
+        split_estimated=not exact,
+    )
+
+
+def _incomplete_evidence(parsed: ParsedOutput) -> tuple[str, ...]:
+    reasons = [issue for issue in parsed.issues if issue != "no reasoning block"]
+    return tuple(f"no decision: {reason}" for reason in reasons) or ("no decision: the output is incomplete",)

@@ -1,0 +1,77 @@
+"""The backend interface: one method that streams a generation, one that reports health."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from .._config import Timeout
+from .._types import Health, SamplingParams
+
+__all__ = ["Backend", "GenerationEnd", "GenerationEvent", "GenerationRequest", "TextDelta"]
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationRequest:
+    """What to generate: validated chat messages, sampling parameters and limits."""
+
+    messages: Sequence[Mapping[str, str]]
+    sampling: SamplingParams
+    timeout: Timeout
+    stream: bool = True
+    model: str | None = None
+    extra_body: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    """A piece of generated text: ``content`` as generated, ``reasoning`` from a server-side parser."""
+
+    content: str = ""
+    reasoning: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationEnd:
+    """The last event of a generation: why it stopped, what it cost, and who served it."""
+
+    finish_reason: str | None = None
+    model: str | None = None
+    request_id: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    retries: int = 0
+
+
+GenerationEvent = TextDelta | GenerationEnd
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Something that generates text for chat messages: a server over HTTP, an in-process engine, a script.
+
+    ``generate`` yields ``TextDelta`` events as text is produced (one event with all of it when the backend
+    does not stream) and ends with exactly one ``GenerationEnd``. Failures raise ``TarsGuardError``
+    subclasses. Closing the iterator early must stop the generation.
+    """
+
+    kind: str
+    """A short name recorded in traces: ``http``, ``scripted``, ..."""
+
+    @property
+    def endpoint(self) -> str | None:
+        """Where generations happen, safe to log (never holds a secret)."""
+        ...
+
+    def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
+        """Stream the generation for ``request``."""
+        ...
+
+    async def health(self, *, timeout: Timeout) -> Health:
+        """Report whether the backend can serve, and which models it has."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections and other resources."""
+        ...

@@ -1,0 +1,426 @@
+"""A backend for vLLM and any OpenAI-compatible chat-completions server, over one pooled httpx client."""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import functools
+import json
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from .._config import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT, Timeout
+from .._exceptions import BackendError, BackendTimeout, BackendUnavailable, ConfigurationError, TarsGuardError
+from .._types import Health
+from .._version import __version__
+from ._base import GenerationEnd, GenerationEvent, GenerationRequest, TextDelta
+
+if TYPE_CHECKING:
+    from tenacity import RetryCallState
+
+__all__ = ["HTTPBackend"]
+
+_RETRY_AFTER_CAP = 60.0
+_DONE = b"[DONE]"
+
+
+class HTTPBackend:
+    """Chat completions from an OpenAI-compatible server (vLLM, SGLang, llama.cpp, a hosted API).
+
+    ``base_url`` ends in ``/v1``. ``api_key`` is sent as a Bearer token and never shown in repr, traces or
+    logs. Connect errors, dropped connections, 429 and 5xx are retried up to ``max_retries`` times with
+    jittered exponential backoff, honouring ``Retry-After``; other 4xx are never retried.
+    """
+
+    kind = "http"
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        api_key: str | None = None,
+        model: str | None = None,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        headers: Mapping[str, str] | None = None,
+        max_connections: int = 256,
+    ) -> None:
+        url = httpx.URL(base_url)
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ConfigurationError(f"base_url must be an http(s) URL, got {base_url!r}")
+        if max_retries < 0:
+            raise ConfigurationError("max_retries must be >= 0")
+        self._base_url = url
+        self._api_key = api_key
+        self._model = model
+        self.max_retries = max_retries
+        self._headers = {"user-agent": f"tarsguard/{__version__}", **(headers or {})}
+        if api_key:
+            self._headers["authorization"] = f"Bearer {api_key}"
+        self._limits = httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections
+        )
+        self._client: httpx.AsyncClient | None = None
+        self._client_loop: asyncio.AbstractEventLoop | None = None
+        self._model_lock: asyncio.Lock | None = None
+
+    @property
+    def endpoint(self) -> str:
+        """The base URL without credentials or query string."""
+        return str(self._base_url.copy_with(username=None, password=None, query=None, fragment=None)).rstrip(
+            "/"
+        )
+
+    @property
+    def model(self) -> str | None:
+        """The model requested, or the one detected from ``/v1/models`` once known."""
+        return self._model
+
+    def __repr__(self) -> str:
+        return f"HTTPBackend(endpoint={self.endpoint!r}, model={self._model!r})"
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
+        """Stream (or fetch whole) one chat completion."""
+        client = self._ensure_client()
+        model = request.model or self._model or await self._detect_model(request.timeout)
+        body = self._body(request, model)
+        timeout = _httpx_timeout(request.timeout)
+        response, retries = await self._send(client, body, timeout)
+        try:
+            if request.stream:
+                async for event in _read_stream(response, retries):
+                    yield event
+            else:
+                await _aread(response)
+                for event in _read_whole(response, retries):
+                    yield event
+        finally:
+            await response.aclose()
+
+    async def health(self, *, timeout: Timeout = DEFAULT_TIMEOUT) -> Health:
+        """``GET /health`` (where the server has it) and ``GET /v1/models``."""
+        client = self._ensure_client()
+        started = time.perf_counter()
+        httpx_timeout = _httpx_timeout(timeout)
+        detail: list[str] = []
+        try:
+            root = self._root_url()
+            status = await client.get(root.join("health"), timeout=httpx_timeout)
+            if status.status_code == 404:
+                detail.append("no /health endpoint")
+            elif status.status_code != 200:
+                return self._unhealthy(started, f"/health answered HTTP {status.status_code}")
+            models = await self._get_models(client, httpx_timeout)
+        except TarsGuardError as exc:
+            return self._unhealthy(started, str(exc))
+        except httpx.HTTPError as exc:
+            return self._unhealthy(started, str(_translate(exc)))
+        ids = tuple(str(m.get("id")) for m in models if isinstance(m, dict) and m.get("id"))
+        max_len = next(
+            (m.get("max_model_len") for m in models if isinstance(m, dict) and m.get("max_model_len")), None
+        )
+        if not ids:
+            detail.append("the server lists no models")
+        return Health(
+            ok=bool(ids),
+            endpoint=self.endpoint,
+            backend=self.kind,
+            models=ids,
+            max_model_len=max_len,
+            latency_ms=(time.perf_counter() - started) * 1000,
+            detail="; ".join(detail) or None,
+        )
+
+    def _unhealthy(self, started: float, detail: str) -> Health:
+        return Health(
+            ok=False,
+            endpoint=self.endpoint,
+            backend=self.kind,
+            latency_ms=(time.perf_counter() - started) * 1000,
+            detail=detail,
+        )
+
+    async def aclose(self) -> None:
+        """Close pooled connections."""
+        client, self._client, self._client_loop = self._client, None, None
+        if client is not None:
+            await client.aclose()
+
+    # -- internals -------------------------------------------------------------------------------------
+
+    def _ensure_client(self) -> httpx.AsyncClient:
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._client_loop is not loop:
+            # Connections belong to the loop that opened them; a new loop needs a new pool.
+            self._client = httpx.AsyncClient(
+                base_url=self._base_url,
+                headers=self._headers,
+                limits=self._limits,
+                timeout=_httpx_timeout(DEFAULT_TIMEOUT),
+            )
+            self._client_loop = loop
+            self._model_lock = asyncio.Lock()
+        return self._client
+
+    def _root_url(self) -> httpx.URL:
+        path = self._base_url.path.rstrip("/")
+        if path.endswith("/v1"):
+            path = path[: -len("/v1")]
+        return self._base_url.copy_with(path=path + "/")
+
+    def _body(self, request: GenerationRequest, model: str) -> dict[str, Any]:
+        sampling = request.sampling
+        body: dict[str, Any] = {
+            "model": model,
+            "messages": list(request.messages),
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "max_tokens": sampling.max_tokens,
+            "stream": request.stream,
+        }
+        if request.stream:
+            body["stream_options"] = {"include_usage": True}
+        if sampling.seed is not None:
+            body["seed"] = sampling.seed
+        if sampling.stop:
+            body["stop"] = list(sampling.stop)
+        body.update(request.extra_body)
+        return body
+
+    async def _detect_model(self, timeout: Timeout) -> str:
+        assert self._model_lock is not None
+        async with self._model_lock:
+            if self._model is None:
+                models = await self._get_models(self._ensure_client(), _httpx_timeout(timeout))
+                ids = [m["id"] for m in models if isinstance(m, dict) and isinstance(m.get("id"), str)]
+                if not ids:
+                    raise BackendError(f"{self.endpoint}/models lists no models; pass model= explicitly")
+                self._model = ids[0]
+            return self._model
+
+    async def _get_models(self, client: httpx.AsyncClient, timeout: httpx.Timeout) -> list[Any]:
+        try:
+            response = await client.get("models", timeout=timeout)
+        except httpx.HTTPError as exc:
+            raise _translate(exc) from None
+        if response.status_code != 200:
+            raise _http_error(response, self._base_url)
+        try:
+            data = response.json().get("data")
+        except (ValueError, AttributeError):
+            raise BackendError("malformed /models response: not a JSON object") from None
+        return data if isinstance(data, list) else []
+
+    async def _send(
+        self, client: httpx.AsyncClient, body: dict[str, Any], timeout: httpx.Timeout
+    ) -> tuple[httpx.Response, int]:
+        from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
+
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.max_retries + 1),
+            wait=_wait,
+            retry=retry_if_exception(_retryable),
+            sleep=asyncio.sleep,
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    response = await self._send_once(client, body, timeout)
+        except TarsGuardError as exc:
+            exc.retries = retrying.statistics.get("attempt_number", 1) - 1
+            raise
+        return response, attempt.retry_state.attempt_number - 1
+
+    async def _send_once(
+        self, client: httpx.AsyncClient, body: dict[str, Any], timeout: httpx.Timeout
+    ) -> httpx.Response:
+        request = client.build_request("POST", "chat/completions", json=body, timeout=timeout)
+        try:
+            response = await client.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise _translate(exc) from None
+        if response.status_code >= 400:
+            await _aread(response)
+            await response.aclose()
+            raise _http_error(response, self._base_url)
+        return response
+
+
+def _wait(state: RetryCallState) -> float:
+    """``Retry-After`` when the server sent one, else jittered exponential backoff."""
+    exc = state.outcome.exception() if state.outcome else None
+    if isinstance(exc, BackendError) and exc.retry_after is not None:
+        return min(exc.retry_after, _RETRY_AFTER_CAP)
+    return _jitter()(state)
+
+
+@functools.cache
+def _jitter() -> Callable[[RetryCallState], float]:
+    from tenacity import wait_random_exponential
+
+    return wait_random_exponential(multiplier=0.25, max=8.0)
+
+
+def _retryable(exc: BaseException) -> bool:
+    if isinstance(exc, BackendUnavailable):
+        return True
+    return (
+        isinstance(exc, BackendError)
+        and exc.status_code is not None
+        and (exc.status_code == 429 or exc.status_code >= 500)
+    )
+
+
+def _httpx_timeout(timeout: Timeout) -> httpx.Timeout:
+    return httpx.Timeout(connect=timeout.connect, read=timeout.read, write=timeout.read, pool=timeout.connect)
+
+
+async def _aread(response: httpx.Response) -> None:
+    try:
+        await response.aread()
+    except httpx.HTTPError as exc:
+        await response.aclose()
+        raise _translate(exc, mid_response=True) from None
+
+
+def _translate(exc: httpx.HTTPError, *, mid_response: bool = False) -> TarsGuardError:
+    if isinstance(exc, httpx.TimeoutException):
+        if isinstance(exc, httpx.ConnectTimeout):
+            return BackendUnavailable(f"timed out connecting to the server: {exc}")
+        return BackendTimeout(f"the server did not answer in time ({type(exc).__name__})")
+    if mid_response:
+        return BackendError(f"the response was cut off: {exc or type(exc).__name__}")
+    if isinstance(exc, (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)):
+        return BackendUnavailable(f"cannot reach the server: {exc or type(exc).__name__}")
+    return BackendError(f"{type(exc).__name__}: {exc}")
+
+
+def _http_error(response: httpx.Response, base_url: httpx.URL) -> BackendError:
+    message, error_type, code = _error_fields(response)
+    if response.status_code == 404 and not base_url.path.rstrip("/").endswith("/v1"):
+        message += " (does base_url need to end in /v1?)"
+    return BackendError(
+        message,
+        status_code=response.status_code,
+        error_type=error_type,
+        code=code,
+        retry_after=_retry_after(response.headers.get("retry-after")),
+    )
+
+
+def _error_fields(response: httpx.Response) -> tuple[str, str | None, str | None]:
+    text = response.text
+    try:
+        payload = json.loads(text)
+    except ValueError:
+        return (text.strip()[:500] or response.reason_phrase or "error"), None, None
+    error = payload.get("error", payload) if isinstance(payload, dict) else payload
+    if isinstance(error, dict):
+        message = error.get("message") or error.get("detail") or json.dumps(error)[:500]
+        code = error.get("code")
+        return str(message), _opt_str(error.get("type")), None if code is None else str(code)
+    return str(error)[:500], None, None
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _opt_str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _read_whole(response: httpx.Response, retries: int) -> list[GenerationEvent]:
+    try:
+        payload = json.loads(response.content)
+        choice = payload["choices"][0]
+        message = choice["message"]
+    except (ValueError, KeyError, IndexError, TypeError):
+        raise BackendError(f"malformed chat completion: {response.text[:200]!r}") from None
+    usage = payload.get("usage") or {}
+    reasoning = message.get("reasoning") or message.get("reasoning_content") or ""
+    return [
+        TextDelta(content=message.get("content") or "", reasoning=reasoning),
+        GenerationEnd(
+            finish_reason=choice.get("finish_reason"),
+            model=payload.get("model"),
+            request_id=payload.get("id"),
+            prompt_tokens=usage.get("prompt_tokens"),
+            completion_tokens=usage.get("completion_tokens"),
+            retries=retries,
+        ),
+    ]
+
+
+async def _read_stream(response: httpx.Response, retries: int) -> AsyncIterator[GenerationEvent]:
+    finish_reason: str | None = None
+    model: str | None = None
+    request_id: str | None = None
+    usage: dict[str, Any] = {}
+    done = False
+    buffer = b""
+    try:
+        async for data in response.aiter_bytes():
+            buffer += data
+            if b"\n" not in data:
+                continue
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
+                if not line.startswith(b"data:"):
+                    continue
+                payload = line[5:].strip()
+                if payload == _DONE:
+                    done = True
+                    break
+                try:
+                    chunk = json.loads(payload)
+                except ValueError:
+                    raise BackendError(f"malformed stream event: {payload[:200]!r}") from None
+                if not isinstance(chunk, dict):
+                    raise BackendError(f"malformed stream event: {payload[:200]!r}")
+                if "error" in chunk:
+                    error = chunk["error"]
+                    message = error.get("message", str(error)) if isinstance(error, dict) else str(error)
+                    raise BackendError(f"the server failed mid-stream: {message}")
+                request_id = request_id or chunk.get("id")
+                model = model or chunk.get("model")
+                if chunk.get("usage"):
+                    usage = chunk["usage"]
+                choices = chunk.get("choices")
+                if not choices:
+                    continue
+                choice = choices[0]
+                delta = choice.get("delta") or {}
+                content = delta.get("content") or ""
+                reasoning = delta.get("reasoning") or delta.get("reasoning_content") or ""
+                if content or reasoning:
+                    yield TextDelta(content=content, reasoning=reasoning)
+                if choice.get("finish_reason"):
+                    finish_reason = choice["finish_reason"]
+            if done:
+                break
+    except httpx.HTTPError as exc:
+        raise _translate(exc, mid_response=True) from None
+    if not done and finish_reason is None:
+        raise BackendError("the stream ended before the generation finished (no finish_reason, no [DONE])")
+    yield GenerationEnd(
+        finish_reason=finish_reason,
+        model=model,
+        request_id=request_id,
+        prompt_tokens=usage.get("prompt_tokens"),
+        completion_tokens=usage.get("completion_tokens"),
+        retries=retries,
+    )
