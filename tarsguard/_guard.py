@@ -312,7 +312,7 @@ class _GuardCore:
                     on_result(i, result)
 
         async with asyncio.TaskGroup() as group:
-            for _ in range(min(concurrency, len(items))):
+            for _ in range(min(concurrency - 1, len(items)) or 1):
                 group.create_task(worker())
         return [r for r in results if r is not None]
 

@@ -51,6 +51,7 @@ class LoopThread:
             return
         if thread is threading.current_thread():
             raise RuntimeError("LoopThread.close() called from its own loop")
+        asyncio.run_coroutine_threadsafe(loop.shutdown_asyncgens(), loop).result()
         loop.call_soon_threadsafe(loop.stop)
         thread.join()
         loop.close()

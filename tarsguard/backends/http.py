@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import functools
 import json
+import random
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 __all__ = ["HTTPBackend"]
 
 _RETRY_AFTER_CAP = 60.0
+_BACKOFF_BASE = 0.25
+_BACKOFF_CAP = 8.0
 _DONE = b"[DONE]"
 
 
@@ -53,6 +55,8 @@ class HTTPBackend:
         if max_retries < 0:
             raise ConfigurationError("max_retries must be >= 0")
         self._base_url = url
+        public = url.copy_with(username=None, password=None, query=None, fragment=None)
+        self._endpoint = str(public).rstrip("/")
         self._api_key = api_key
         self._model = model
         self.max_retries = max_retries
@@ -69,9 +73,7 @@ class HTTPBackend:
     @property
     def endpoint(self) -> str:
         """The base URL without credentials or query string."""
-        return str(self._base_url.copy_with(username=None, password=None, query=None, fragment=None)).rstrip(
-            "/"
-        )
+        return self._endpoint
 
     @property
     def model(self) -> str | None:
@@ -216,10 +218,18 @@ class HTTPBackend:
     async def _send(
         self, client: httpx.AsyncClient, body: dict[str, Any], timeout: httpx.Timeout
     ) -> tuple[httpx.Response, int]:
+        try:
+            return await self._send_once(client, body, timeout), 0
+        except TarsGuardError as exc:
+            if not (self.max_retries and _retryable(exc)):
+                raise
+            first_error = exc
+        # The happy path above stays free of retry machinery; tenacity takes over once an attempt failed.
         from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
+        await asyncio.sleep(_delay(first_error, 1))
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.max_retries + 1),
+            stop=stop_after_attempt(self.max_retries),
             wait=_wait,
             retry=retry_if_exception(_retryable),
             sleep=asyncio.sleep,
@@ -230,9 +240,9 @@ class HTTPBackend:
                 with attempt:
                     response = await self._send_once(client, body, timeout)
         except TarsGuardError as exc:
-            exc.retries = retrying.statistics.get("attempt_number", 1) - 1
+            exc.retries = retrying.statistics.get("attempt_number", 1)
             raise
-        return response, attempt.retry_state.attempt_number - 1
+        return response, attempt.retry_state.attempt_number
 
     async def _send_once(
         self, client: httpx.AsyncClient, body: dict[str, Any], timeout: httpx.Timeout
@@ -250,18 +260,17 @@ class HTTPBackend:
 
 
 def _wait(state: RetryCallState) -> float:
-    """``Retry-After`` when the server sent one, else jittered exponential backoff."""
     exc = state.outcome.exception() if state.outcome else None
+    assert isinstance(exc, TarsGuardError)
+    # Attempt n of the retry loop is the request's attempt n + 1.
+    return _delay(exc, state.attempt_number + 1)
+
+
+def _delay(exc: TarsGuardError, attempt: int) -> float:
+    """Seconds to wait after ``attempt`` failed: the server's ``Retry-After``, else full-jitter backoff."""
     if isinstance(exc, BackendError) and exc.retry_after is not None:
         return min(exc.retry_after, _RETRY_AFTER_CAP)
-    return _jitter()(state)
-
-
-@functools.cache
-def _jitter() -> Callable[[RetryCallState], float]:
-    from tenacity import wait_random_exponential
-
-    return wait_random_exponential(multiplier=0.25, max=8.0)
+    return random.uniform(0, min(_BACKOFF_CAP, _BACKOFF_BASE * 2**attempt))
 
 
 def _retryable(exc: BaseException) -> bool:
@@ -372,8 +381,9 @@ async def _read_stream(response: httpx.Response, retries: int) -> AsyncIterator[
     usage: dict[str, Any] = {}
     done = False
     buffer = b""
+    chunks = response.aiter_bytes()
     try:
-        async for data in response.aiter_bytes():
+        async for data in chunks:
             buffer += data
             if b"\n" not in data:
                 continue
@@ -414,6 +424,8 @@ async def _read_stream(response: httpx.Response, retries: int) -> AsyncIterator[
                 break
     except httpx.HTTPError as exc:
         raise _translate(exc, mid_response=True) from None
+    finally:
+        await chunks.aclose()  # type: ignore[attr-defined]
     if not done and finish_reason is None:
         raise BackendError("the stream ended before the generation finished (no finish_reason, no [DONE])")
     yield GenerationEnd(

@@ -1,0 +1,330 @@
+"""The ``tarsguard`` command line: check prompts, classify answers, probe a backend.
+
+Exit codes:
+  0  success (``check``: the prompt was answered; batch and ``classify``: every line processed)
+  1  unexpected internal error
+  2  usage error or invalid input
+  3  ``check``: declined
+  4  ``check``: partial answer
+  5  ``check``: undetermined
+  6  the backend is unreachable, timed out or failed; ``health``: not healthy
+  7  batch ``check`` / ``classify``: finished, but some lines failed (each failed line carries ``error``)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.panel import Panel
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from . import __version__
+from ._exceptions import InvalidInput, TarsGuardError
+from ._guard import AsyncGuard, Guard, SamplingOverrides
+from ._types import Decision, Verdict
+from .detect import classify as classify_answer
+
+EXIT_OK, EXIT_INTERNAL, EXIT_USAGE = 0, 1, 2
+EXIT_DECISION = {Decision.ANSWERED: 0, Decision.DECLINED: 3, Decision.PARTIAL: 4, Decision.UNDETERMINED: 5}
+EXIT_BACKEND, EXIT_SOME_FAILED = 6, 7
+
+app = typer.Typer(
+    name="tarsguard",
+    help="Screen prompts with the TARS reasoner and get structured verdicts.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+stderr = Console(stderr=True)
+
+BaseUrl = Annotated[
+    str | None,
+    typer.Option("--base-url", help="OpenAI-compatible base URL ending in /v1 [env: TARSGUARD_BASE_URL]"),
+]
+Model = Annotated[
+    str | None, typer.Option("--model", help="Model name [env: TARSGUARD_MODEL; default: auto-detect]")
+]
+TimeoutOpt = Annotated[
+    float | None, typer.Option("--timeout", help="Seconds for one whole check [env: TARSGUARD_TIMEOUT]")
+]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"tarsguard {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Screen prompts with the TARS reasoner. The API key is read from TARSGUARD_API_KEY only."""
+
+
+@app.command()
+def check(
+    text: Annotated[str | None, typer.Argument(help="The prompt to check.")] = None,
+    input: Annotated[
+        Path | None,
+        typer.Option("--input", "-i", help='JSONL of {"id", "prompt"} or {"id", "messages"}; - for stdin'),
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="JSONL of verdicts (default: stdout)")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the verdict as JSON.")] = False,
+    show_reasoning: Annotated[
+        bool, typer.Option("--reasoning/--no-reasoning", help="Show the reasoning.")
+    ] = True,
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", "-c", min=1, help="Checks in flight (batch).")
+    ] = 8,
+    base_url: BaseUrl = None,
+    model: Model = None,
+    timeout: TimeoutOpt = None,
+    max_tokens: Annotated[
+        int | None, typer.Option("--max-tokens", min=1, help="Token budget [4096].")
+    ] = None,
+    temperature: Annotated[
+        float | None, typer.Option("--temperature", help="Sampling temperature [0.6].")
+    ] = None,
+    stream: Annotated[bool, typer.Option("--stream/--no-stream", help="Stream, for real timings.")] = True,
+) -> None:
+    """Check one prompt (TEXT), or a JSONL file of prompts with --input."""
+    sampling: SamplingOverrides = {}
+    if max_tokens is not None:
+        sampling["max_tokens"] = max_tokens
+    if temperature is not None:
+        sampling["temperature"] = temperature
+    options: dict[str, Any] = {"model": model, "timeout": timeout, "stream": stream}
+    if (text is None) == (input is None):
+        _fail(EXIT_USAGE, "give either a prompt TEXT or --input FILE")
+    if input is not None:
+        raise typer.Exit(_check_file(input, output, concurrency, base_url, options, sampling))
+    assert text is not None
+    with _errors(), Guard(base_url, **options) as guard:
+        verdict = guard.check(text, **sampling)
+    if as_json:
+        typer.echo(verdict.model_dump_json())
+    else:
+        Console().print(_panel(verdict, show_reasoning))
+    raise typer.Exit(EXIT_DECISION[verdict.decision])
+
+
+@app.command()
+def classify(
+    input: Annotated[
+        Path | None, typer.Option("--input", "-i", help='JSONL of {"id", "answer", "reasoning"}')
+    ] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="JSONL out (default: stdout)")] = None,
+) -> None:
+    """Read the decision from answers: JSONL in, the same lines plus decision, confidence, evidence out."""
+    failed = 0
+    with _open_in(input) as lines, _open_out(output) as out:
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            record: dict[str, Any]
+            try:
+                record = json.loads(line)
+                if not isinstance(record, dict) or not isinstance(record.get("answer"), str):
+                    raise InvalidInput('each line must be a JSON object with a string "answer"')
+                reasoning = record.get("reasoning")
+                assessment = classify_answer(
+                    record["answer"], reasoning=reasoning if isinstance(reasoning, str) else None
+                )
+                record |= assessment.model_dump(mode="json")
+            except (ValueError, InvalidInput) as exc:
+                failed += 1
+                record = {"line": number, "error": {"type": "invalid_input", "message": str(exc)}}
+            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+    raise typer.Exit(EXIT_SOME_FAILED if failed else EXIT_OK)
+
+
+@app.command()
+def health(
+    base_url: BaseUrl = None,
+    model: Model = None,
+    timeout: TimeoutOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the health report as JSON.")] = False,
+) -> None:
+    """Probe the backend: /health and the models it serves."""
+    with _errors(), Guard(base_url, model=model, timeout=timeout) as guard:
+        report = guard.health()
+    if as_json:
+        typer.echo(report.model_dump_json())
+    else:
+        table = Table(show_header=False, box=None)
+        table.add_row("status", "[green]ok[/]" if report.ok else "[red]not ok[/]")
+        table.add_row("endpoint", str(report.endpoint))
+        table.add_row("models", ", ".join(report.models) or "-")
+        table.add_row("max_model_len", str(report.max_model_len or "-"))
+        table.add_row("latency", f"{report.latency_ms:.1f} ms" if report.latency_ms is not None else "-")
+        if report.detail:
+            table.add_row("detail", escape(report.detail))
+        Console().print(table)
+    raise typer.Exit(EXIT_OK if report.ok else EXIT_BACKEND)
+
+
+def _check_file(
+    source: Path,
+    target: Path | None,
+    concurrency: int,
+    base_url: str | None,
+    options: dict[str, Any],
+    sampling: SamplingOverrides,
+) -> int:
+    ids: list[Any] = []
+    prompts: list[Any] = []
+    rejected: dict[int, dict[str, Any]] = {}
+    with _open_in(source) as lines:
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            index = len(ids)
+            try:
+                record = json.loads(line)
+                if not isinstance(record, dict):
+                    raise InvalidInput("each line must be a JSON object")
+                ids.append(record.get("id", number))
+                prompt = record.get("prompt", record.get("messages"))
+                if prompt is None:
+                    raise InvalidInput('each line needs "prompt" or "messages"')
+            except (ValueError, InvalidInput) as exc:
+                if len(ids) == index:
+                    ids.append(number)
+                rejected[index] = {"id": ids[index], "error": {"type": "invalid_input", "message": str(exc)}}
+                prompt = None
+            prompts.append(prompt)
+
+    async def run(out: IO[str], progress: Progress) -> int:
+        task = progress.add_task("checking", total=len(prompts))
+        lines: dict[int, str] = {i: json.dumps(r, ensure_ascii=False) for i, r in rejected.items()}
+        counts = {"failed": len(rejected)}
+        written = 0
+
+        def on_result(index: int, result: Verdict | TarsGuardError) -> None:
+            nonlocal written
+            if isinstance(result, Verdict):
+                record = {"id": ids[index], **result.model_dump(mode="json")}
+            else:
+                counts["failed"] += 1
+                record = {"id": ids[index], "error": _error_record(result)}
+            lines[index] = json.dumps(record, ensure_ascii=False)
+            progress.update(task, advance=1, description=f"checking ({counts['failed']} failed)")
+            # Write in input order as soon as the next line is ready.
+            while written in lines:
+                out.write(lines.pop(written) + "\n")
+                written += 1
+
+        progress.update(task, advance=len(rejected))
+        todo = [i for i in range(len(prompts)) if i not in rejected]
+        async with AsyncGuard(base_url, **options) as guard:
+            await guard.check_many(
+                [prompts[i] for i in todo],
+                concurrency=concurrency,
+                on_result=lambda j, result: on_result(todo[j], result),
+                **sampling,
+            )
+        while written in lines:
+            out.write(lines.pop(written) + "\n")
+            written += 1
+        return counts["failed"]
+
+    with _errors(), _open_out(target) as out:
+        progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=stderr,
+        )
+        with progress:
+            failed = asyncio.run(run(out, progress))
+    if failed:
+        stderr.print(f"[yellow]{failed} of {len(prompts)} prompts failed; their lines carry an error[/]")
+    return EXIT_SOME_FAILED if failed else EXIT_OK
+
+
+def _error_record(error: TarsGuardError) -> dict[str, Any]:
+    return {"type": error.kind, "message": str(error), "status_code": getattr(error, "status_code", None)}
+
+
+def _panel(verdict: Verdict, show_reasoning: bool) -> Panel:
+    colour = {"answered": "green", "declined": "red", "partial": "yellow", "undetermined": "magenta"}
+    decision = verdict.decision.value
+    trace = verdict.trace
+    body = [f"[bold {colour[decision]}]{decision.upper()}[/]  confidence {verdict.confidence:.2f}", ""]
+    if show_reasoning and verdict.reasoning:
+        body += ["[bold]Reasoning[/]", f"[dim]{escape(verdict.reasoning)}[/]", ""]
+    body += ["[bold]Answer[/]", escape(verdict.answer) or "[dim](none)[/]", ""]
+    body += [f"• {escape(e)}" for e in verdict.evidence]
+    usage = trace.usage
+    tokens = (
+        f"{usage.prompt_tokens or '-'} in / {usage.reasoning_tokens or '-'} reasoning"
+        f" / {usage.answer_tokens or '-'} answer"
+    )
+    footer = f"{trace.model} · {trace.timings.total_ms:.0f} ms · {tokens} · {trace.verdict_id}"
+    return Panel(
+        "\n".join(body), title="tarsguard verdict", subtitle=escape(footer), border_style=colour[decision]
+    )
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    try:
+        yield
+    except InvalidInput as exc:
+        _fail(EXIT_USAGE, f"invalid input: {exc}")
+    except TarsGuardError as exc:
+        code = EXIT_USAGE if exc.kind == "configuration" else EXIT_BACKEND
+        _fail(code, f"{exc.kind}: {exc}")
+
+
+@contextmanager
+def _open_in(path: Path | None) -> Iterator[IO[str]]:
+    if path is None or str(path) == "-":
+        yield sys.stdin
+        return
+    try:
+        handle = path.open(encoding="utf-8")
+    except OSError as exc:
+        _fail(EXIT_USAGE, f"cannot read {path}: {exc.strerror}")
+    with handle:
+        yield handle
+
+
+@contextmanager
+def _open_out(path: Path | None) -> Iterator[IO[str]]:
+    if path is None or str(path) == "-":
+        yield sys.stdout
+        sys.stdout.flush()
+        return
+    try:
+        handle = path.open("w", encoding="utf-8")
+    except OSError as exc:
+        _fail(EXIT_USAGE, f"cannot write {path}: {exc.strerror}")
+    with handle:
+        yield handle
+
+
+def _fail(code: int, message: str) -> None:
+    stderr.print(f"[red]error:[/] {escape(message)}")
+    raise typer.Exit(code)
+
+
+def main() -> None:
+    """Entry point of the ``tarsguard`` command."""
+    app()
