@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -38,14 +39,25 @@ class Timeout:
     connect: float | None = 5.0
     read: float | None = 120.0
 
+    def __post_init__(self) -> None:
+        for name in ("total", "connect", "read"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, int | float) and 0 < value < math.inf):
+                raise ConfigurationError(f"Timeout.{name} must be a positive, finite number of seconds or None")
+
     @classmethod
     def of(cls, value: float | Timeout | None) -> Timeout:
         """A ``Timeout`` from a number of seconds for the whole check, or a ``Timeout`` as it is."""
         if value is None or isinstance(value, Timeout):
             return value or DEFAULT_TIMEOUT
-        seconds = float(value)
-        if seconds <= 0:
-            raise ConfigurationError(f"timeout must be positive, got {value!r}")
+        try:
+            seconds = float(value)
+        except (TypeError, ValueError):
+            raise ConfigurationError(f"timeout must be a number of seconds, got {value!r}") from None
+        if not 0 < seconds < math.inf:  # also rejects NaN
+            raise ConfigurationError(
+                f"timeout must be a positive, finite number of seconds (None for no limit), got {value!r}"
+            )
         return cls(total=seconds, connect=min(5.0, seconds), read=seconds)
 
 

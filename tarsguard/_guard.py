@@ -147,14 +147,20 @@ class _GuardCore:
         created_at = datetime.now(UTC)
         started = time.perf_counter()
         collected = _Collected()
+        deadline = asyncio.timeout(limits.total)
         try:
-            async with asyncio.timeout(limits.total):
+            async with deadline:
                 await self._collect(request, collected, started)
-        except TimeoutError:
-            error: TarsGuardError = BackendTimeout(f"no verdict within {limits.total:g} s")
-            return self._failed(error, verdict_id, created_at, started, request, collected)
         except TarsGuardError as exc:
             return self._failed(exc, verdict_id, created_at, started, request, collected)
+        except Exception as exc:
+            if isinstance(exc, TimeoutError) and deadline.expired():
+                error: TarsGuardError = BackendTimeout(f"no verdict within {limits.total:g} s")
+            else:
+                # A backend plug-in failed in its own way: still an error of the check, under the policy.
+                error = BackendError(f"the {self._backend.kind} backend failed: {type(exc).__name__}: {exc}")
+                error.__cause__ = exc
+            return self._failed(error, verdict_id, created_at, started, request, collected)
         total_ms = (time.perf_counter() - started) * 1000
         verdict = self._verdict(request, messages[-1]["content"], collected, verdict_id, created_at, total_ms)
         if logger.isEnabledFor(logging.DEBUG):
@@ -311,9 +317,13 @@ class _GuardCore:
                 if on_result is not None:
                     on_result(i, result)
 
-        async with asyncio.TaskGroup() as group:
-            for _ in range(min(concurrency - 1, len(items)) or 1):
-                group.create_task(worker())
+        try:
+            async with asyncio.TaskGroup() as group:
+                for _ in range(min(concurrency, len(items))):
+                    group.create_task(worker())
+        except BaseExceptionGroup as failure:
+            # Only a bug or a failing on_result callback gets here; surface it as it was raised.
+            raise failure.exceptions[0] from None
         return [r for r in results if r is not None]
 
     async def _health(self, timeout: float | Timeout | None) -> Health:

@@ -38,7 +38,7 @@ def to_messages(prompt: Prompt) -> list[dict[str, str]]:
     return messages
 
 
-def _message(item: Message | Mapping[str, Any], index: int) -> dict[str, str]:
+def _message(item: object, index: int) -> dict[str, str]:
     if isinstance(item, Message):
         return {"role": item.role, "content": item.content}
     if not isinstance(item, Mapping):

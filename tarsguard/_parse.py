@@ -56,13 +56,15 @@ def parse_output(
         issues.append(CUT_OFF)
 
     if reasoning:
-        # The server already split the output; the content is the answer.
-        answer = _strip_tags(text)
-        if answer != text.strip():
+        # The server already split the output; the content is the answer. If a </think> still came in the
+        # content, only what follows it is the answer: reasoning text must never be read as the answer.
+        close_at = text.rfind(CLOSE_TAG)
+        answer = _strip_tags(text if close_at == -1 else text[close_at + len(CLOSE_TAG) :])
+        if OPEN_TAG in text or CLOSE_TAG in text:
             issues.append(EXTRA_TAGS)
         if not answer:
             issues.append(EMPTY_ANSWER)
-        return ParsedOutput(reasoning.strip(), answer, complete=not truncated, issues=tuple(issues))
+        return ParsedOutput(reasoning.strip(), answer, complete=not truncated and bool(answer), issues=tuple(issues))
 
     close_at = text.rfind(CLOSE_TAG)
     if close_at == -1:

@@ -40,13 +40,13 @@ class Decision(enum.StrEnum):
 class _Model(BaseModel):
     """Immutable result type; unknown keys are ignored so newer traces still load."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True, defer_build=True)
 
 
 class _Options(BaseModel):
     """Immutable option type; unknown keys are an error, so a typo never passes silently."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 class Message(_Options):

