@@ -58,7 +58,9 @@ def main() -> None:
     print("| measure | median | min |")
     print("|---|---:|---:|")
     print(f"| import pydantic, httpx | {statistics.median(base_only) * ms:.1f} ms | {min(base_only) * ms:.1f} ms |")
-    print(f"| import pydantic, httpx, tarsguard | {statistics.median(with_tg) * ms:.1f} ms | {min(with_tg) * ms:.1f} ms |")
+    print(
+        f"| import pydantic, httpx, tarsguard | {statistics.median(with_tg) * ms:.1f} ms | {min(with_tg) * ms:.1f} ms |"
+    )
     print(f"| added by tarsguard (same process) | {statistics.median(added) * ms:.1f} ms | {min(added) * ms:.1f} ms |")
     print(f"modules of {', '.join(HEAVY)} that `import tarsguard` brought in: {', '.join(sorted(heavy)) or 'none'}")
 

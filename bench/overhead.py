@@ -60,7 +60,17 @@ SAMPLING = {"temperature": 0.6, "top_p": 1.0, "max_tokens": 4096}
 def start_server(replies: Path) -> tuple[subprocess.Popen[str], str]:
     """Start the scripted server in its own process and return it with its base URL."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tarsguard._scripted_server", "--port", "0", "--model", MODEL, "--replies", str(replies)],
+        [
+            sys.executable,
+            "-m",
+            "tarsguard._scripted_server",
+            "--port",
+            "0",
+            "--model",
+            MODEL,
+            "--replies",
+            str(replies),
+        ],
         stdout=subprocess.PIPE,
         text=True,
     )

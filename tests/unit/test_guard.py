@@ -589,7 +589,7 @@ def test_a_timeout_error_from_the_backend_is_not_the_checks_deadline() -> None:
 async def test_the_checks_own_deadline_is_a_backend_timeout() -> None:
     slow = ScriptedOutput("<think>\nx\n</think>\n\nok " * 50, seconds_per_token=0.05)
     guard = AsyncGuard(backend=ScriptedBackend([slow]), timeout=0.2)
-    with pytest.raises(tarsguard.BackendTimeout, match="no verdict within 0.2 s"):
+    with pytest.raises(tarsguard.BackendTimeout, match=r"no verdict within 0\.2 s"):
         await guard.check("q")
 
 
