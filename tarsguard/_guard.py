@@ -136,9 +136,7 @@ class _GuardCore:
 
     # -- the pipeline: input -> backend -> parse -> detect -> verdict ----------------------------------
 
-    async def _check(
-        self, prompt: Prompt, timeout: float | Timeout | None, sampling: SamplingOverrides
-    ) -> Verdict:
+    async def _check(self, prompt: Prompt, timeout: float | Timeout | None, sampling: SamplingOverrides) -> Verdict:
         messages = to_messages(prompt)
         params = merge_sampling(self._sampling, dict(sampling))
         limits = self._timeout if timeout is None else Timeout.of(timeout)

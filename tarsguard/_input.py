@@ -42,9 +42,7 @@ def _message(item: object, index: int) -> dict[str, str]:
     if isinstance(item, Message):
         return {"role": item.role, "content": item.content}
     if not isinstance(item, Mapping):
-        raise InvalidInput(
-            f"message {index} must be a mapping with 'role' and 'content', got {type(item).__name__}"
-        )
+        raise InvalidInput(f"message {index} must be a mapping with 'role' and 'content', got {type(item).__name__}")
     role = item.get("role")
     if role not in _ROLES:
         raise InvalidInput(f"message {index} has role {role!r}; expected one of system, user, assistant")

@@ -28,7 +28,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal
 
@@ -78,7 +78,7 @@ class Reply:
             raise ValueError("tokens_per_second must be positive")
         if self.delay < 0:
             raise ValueError("delay must not be negative")
-        if not 100 <= self.status <= 599:
+        if not 200 <= self.status <= 599:
             raise ValueError(f"status {self.status} is not an HTTP status code")
 
 
@@ -143,9 +143,7 @@ def _chunk(data: bytes) -> bytes:
 
 
 _JSON_TYPE = b"content-type: application/json\r\n"
-_STREAM_HEAD = (
-    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\ntransfer-encoding: chunked\r\n"
-)
+_STREAM_HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\ntransfer-encoding: chunked\r\n"
 _CONNECTION_CLOSE = b"connection: close\r\n"
 _CHUNK_END = b"0\r\n\r\n"
 _DONE_EVENT = _chunk(b"data: [DONE]\n\n")
@@ -176,27 +174,49 @@ def _retry_after_header(value: float | str | None) -> bytes:
 
 @dataclass(frozen=True)
 class _Plan:
-    """The request-independent parts of a reply, serialised once."""
+    """The request-independent parts of a reply, serialised once.
 
-    deltas: tuple[bytes, ...]
+    A streamed chunk is a per-request prefix (``data: {"id":...`` up to the delta) followed by a tail;
+    ``tails`` holds the tails of the role chunk, of each token chunk and of the finishing chunk.
+    """
+
+    tails: tuple[bytes, ...]
     message: bytes
     finish: bytes
     completion_tokens: int
+    _joiners: dict[int, tuple[bytes, ...]] = field(default_factory=dict, compare=False, repr=False)
+
+    def framed(self, prefix: bytes) -> bytes:
+        """Every chunk of the stream, each ``prefix`` + its tail, framed for chunked transfer encoding."""
+        joiners = self._joiners.get(len(prefix))
+        if joiners is None:
+            pieces: list[bytes] = []
+            previous = b""
+            for tail in self.tails:
+                pieces.append(previous + b"%x\r\n" % (len(prefix) + len(tail)))
+                previous = tail + b"\r\n"
+            pieces.append(previous)
+            joiners = self._joiners[len(prefix)] = tuple(pieces)
+        return prefix.join(joiners)
 
 
 def _make_plan(reply: Reply) -> _Plan:
-    field = json.dumps(reply.reasoning_field)
+    reasoning_key = json.dumps(reply.reasoning_field).encode()
     deltas: list[bytes] = []
     if reply.reasoning is not None:
-        deltas.extend(
-            b"{%b:%b}" % (field.encode(), json.dumps(t).encode()) for t in split_tokens(reply.reasoning)
-        )
+        deltas.extend(b"{%b:%b}" % (reasoning_key, json.dumps(t).encode()) for t in split_tokens(reply.reasoning))
     deltas.extend(b'{"content":%b}' % json.dumps(t).encode() for t in split_tokens(reply.content))
+    finish = json.dumps(reply.finish_reason).encode()
+    tails = (
+        b'{"role":"assistant","content":""}' + _TOKEN_SUFFIX,
+        *(delta + _TOKEN_SUFFIX for delta in deltas),
+        b'{},"finish_reason":%b}]}\n\n' % finish,
+    )
     message = {"role": "assistant", "content": reply.content, reply.reasoning_field: reply.reasoning}
     return _Plan(
-        deltas=tuple(deltas),
+        tails=tails,
         message=json.dumps(message, separators=(",", ":")).encode(),
-        finish=json.dumps(reply.finish_reason).encode(),
+        finish=finish,
         completion_tokens=len(deltas),
     )
 
@@ -402,6 +422,8 @@ class ScriptedServer:
         thread, loop = self._thread, self._loop
         if thread is None:
             return
+        if thread is threading.current_thread():
+            raise RuntimeError("stop() cannot be called from the server's own thread")
         if loop is not None:
             with contextlib.suppress(RuntimeError):  # the loop has already closed
                 loop.call_soon_threadsafe(self._request_stop)
@@ -708,39 +730,39 @@ class ScriptedServer:
             self._model_json,
         )
         token_prefix = prefix + b'[{"index":0,"delta":'
+        head = _STREAM_HEAD + answer.extra_headers + (_CONNECTION_CLOSE if answer.close else b"") + b"\r\n"
+        ending = [_DONE_EVENT, _CHUNK_END]
+        if include_usage:
+            total = answer.prompt_tokens + n
+            usage = b'[],"usage":{"prompt_tokens":%d,"completion_tokens":%d,"total_tokens":%d}}\n\n' % (
+                answer.prompt_tokens,
+                n,
+                total,
+            )
+            ending.insert(0, _chunk(prefix + usage))
+
+        if fault is None and answer.rate is None:
+            if writer.transport.is_closing():
+                return False
+            writer.write(b"".join((head, plan.framed(token_prefix), *ending)))
+            await writer.drain()
+            return not answer.close
+
         # events[i] is due once dues[i] tokens have been generated.
-        events = [_chunk(token_prefix + b'{"role":"assistant","content":""}' + _TOKEN_SUFFIX)]
-        dues = [0]
+        events = [_chunk(token_prefix + tail) for tail in plan.tails]
+        dues = [*range(n + 1), n]
         if fault == "malformed":
-            events.append(_chunk(token_prefix + b'{"content":"this event is cut off\n\n'))
-            dues.append(0)
-        for index, delta in enumerate(plan.deltas, 1):
-            length = len(token_prefix) + len(delta) + len(_TOKEN_SUFFIX)
-            events.append(b"%x\r\n%b%b%b\r\n" % (length, token_prefix, delta, _TOKEN_SUFFIX))
-            dues.append(index)
+            events.insert(1, _chunk(token_prefix + b'{"content":"this event is cut off\n\n'))
+            dues.insert(1, 0)
         if fault == "truncate":
-            cut = max(1, len(events) // 2)
+            cut = max(1, (len(events) - 1) // 2)
             del events[cut:], dues[cut:]
         elif fault == "no_done":
-            events.append(_CHUNK_END)
-            dues.append(n)
+            events[-1] = _CHUNK_END
         else:
-            events.append(_chunk(token_prefix + b'{},"finish_reason":%b}]}\n\n' % plan.finish))
-            dues.append(n)
-            if include_usage:
-                total = answer.prompt_tokens + n
-                usage = b'[],"usage":{"prompt_tokens":%d,"completion_tokens":%d,"total_tokens":%d}}\n\n' % (
-                    answer.prompt_tokens,
-                    n,
-                    total,
-                )
-                events.append(_chunk(prefix + usage))
-                dues.append(n)
-            events.append(_DONE_EVENT + _CHUNK_END)
-            dues.append(n)
-
-        close = _CONNECTION_CLOSE if answer.close else b""
-        events[0] = _STREAM_HEAD + answer.extra_headers + close + b"\r\n" + events[0]
+            events.extend(ending)
+            dues.extend([n] * len(ending))
+        events[0] = head + events[0]
         if answer.rate is None:
             if writer.transport.is_closing():
                 return False
@@ -751,9 +773,7 @@ class ScriptedServer:
         return fault != "truncate" and not answer.close
 
     @staticmethod
-    async def _paced_write(
-        writer: asyncio.StreamWriter, events: list[bytes], dues: list[int], rate: float
-    ) -> None:
+    async def _paced_write(writer: asyncio.StreamWriter, events: list[bytes], dues: list[int], rate: float) -> None:
         loop = asyncio.get_running_loop()
         start = loop.time()
         pending: list[bytes] = []
@@ -820,9 +840,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--model", default="scripted-tars", help="served model id")
     parser.add_argument("--max-model-len", type=int, default=32768)
-    parser.add_argument(
-        "--tokens-per-second", type=float, default=None, help="streaming pace; default unpaced"
-    )
+    parser.add_argument("--tokens-per-second", type=float, default=None, help="streaming pace; default unpaced")
     parser.add_argument("--replies", default=None, help="JSONL file, one object of Reply fields per line")
     args = parser.parse_args(argv)
     replies = _load_replies(args.replies) if args.replies else []

@@ -56,9 +56,7 @@ BaseUrl = Annotated[
     str | None,
     typer.Option("--base-url", help="OpenAI-compatible base URL ending in /v1 [env: TARSGUARD_BASE_URL]"),
 ]
-Model = Annotated[
-    str | None, typer.Option("--model", help="Model name [env: TARSGUARD_MODEL; default: auto-detect]")
-]
+Model = Annotated[str | None, typer.Option("--model", help="Model name [env: TARSGUARD_MODEL; default: auto-detect]")]
 TimeoutOpt = Annotated[
     float | None, typer.Option("--timeout", help="Seconds for one whole check [env: TARSGUARD_TIMEOUT]")
 ]
@@ -86,25 +84,15 @@ def check(
         Path | None,
         typer.Option("--input", "-i", help='JSONL of {"id", "prompt"} or {"id", "messages"}; - for stdin'),
     ] = None,
-    output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="JSONL of verdicts (default: stdout)")
-    ] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="JSONL of verdicts (default: stdout)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the verdict as JSON.")] = False,
-    show_reasoning: Annotated[
-        bool, typer.Option("--reasoning/--no-reasoning", help="Show the reasoning.")
-    ] = True,
-    concurrency: Annotated[
-        int, typer.Option("--concurrency", "-c", min=1, help="Checks in flight (batch).")
-    ] = 8,
+    show_reasoning: Annotated[bool, typer.Option("--reasoning/--no-reasoning", help="Show the reasoning.")] = True,
+    concurrency: Annotated[int, typer.Option("--concurrency", "-c", min=1, help="Checks in flight (batch).")] = 8,
     base_url: BaseUrl = None,
     model: Model = None,
     timeout: TimeoutOpt = None,
-    max_tokens: Annotated[
-        int | None, typer.Option("--max-tokens", min=1, help="Token budget [4096].")
-    ] = None,
-    temperature: Annotated[
-        float | None, typer.Option("--temperature", help="Sampling temperature [0.6].")
-    ] = None,
+    max_tokens: Annotated[int | None, typer.Option("--max-tokens", min=1, help="Token budget [4096].")] = None,
+    temperature: Annotated[float | None, typer.Option("--temperature", help="Sampling temperature [0.6].")] = None,
     stream: Annotated[bool, typer.Option("--stream/--no-stream", help="Stream, for real timings.")] = True,
 ) -> None:
     """Check one prompt (TEXT), or a JSONL file of prompts with --input."""
@@ -130,9 +118,7 @@ def check(
 
 @app.command()
 def classify(
-    input: Annotated[
-        Path | None, typer.Option("--input", "-i", help='JSONL of {"id", "answer", "reasoning"}')
-    ] = None,
+    input: Annotated[Path | None, typer.Option("--input", "-i", help='JSONL of {"id", "answer", "reasoning"}')] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="JSONL out (default: stdout)")] = None,
 ) -> None:
     """Read the decision from answers: JSONL in, the same lines plus decision, confidence, evidence out."""
@@ -282,9 +268,7 @@ def _panel(verdict: Verdict, show_reasoning: bool) -> Panel:
         f" / {usage.answer_tokens or '-'} answer"
     )
     footer = f"{trace.model} · {trace.timings.total_ms:.0f} ms · {tokens} · {trace.verdict_id}"
-    return Panel(
-        "\n".join(body), title="tarsguard verdict", subtitle=escape(footer), border_style=colour[decision]
-    )
+    return Panel("\n".join(body), title="tarsguard verdict", subtitle=escape(footer), border_style=colour[decision])
 
 
 @contextmanager

@@ -63,9 +63,7 @@ class HTTPBackend:
         self._headers = {"user-agent": f"tarsguard/{__version__}", **(headers or {})}
         if api_key:
             self._headers["authorization"] = f"Bearer {api_key}"
-        self._limits = httpx.Limits(
-            max_connections=max_connections, max_keepalive_connections=max_connections
-        )
+        self._limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
         self._client: httpx.AsyncClient | None = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
         self._model_lock: asyncio.Lock | None = None
@@ -120,9 +118,7 @@ class HTTPBackend:
         except httpx.HTTPError as exc:
             return self._unhealthy(started, str(_translate(exc)))
         ids = tuple(str(m.get("id")) for m in models if isinstance(m, dict) and m.get("id"))
-        max_len = next(
-            (m.get("max_model_len") for m in models if isinstance(m, dict) and m.get("max_model_len")), None
-        )
+        max_len = next((m.get("max_model_len") for m in models if isinstance(m, dict) and m.get("max_model_len")), None)
         if not ids:
             detail.append("the server lists no models")
         return Health(

@@ -3,22 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from .._config import Timeout
+from .._scripted_server import DEFAULT_CONTENT, split_tokens
 from .._types import Health
 from ._base import GenerationEnd, GenerationEvent, GenerationRequest, TextDelta
 
 __all__ = ["ScriptedBackend", "ScriptedOutput"]
-
-_TOKEN = re.compile(r"\s*\S+|\s+$")
-DEFAULT_OUTPUT = (
-    "<think>\nThe user asks a plain technical question. Nothing here is harmful; I will answer.\n</think>\n\n"
-    "Sure. On Linux or macOS run `kill <pid>` (or `kill -9 <pid>` if it ignores SIGTERM); on Windows use "
-    "`taskkill /PID <pid>`."
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,11 +26,6 @@ class ScriptedOutput:
 
 ScriptItem = str | ScriptedOutput | BaseException
 Script = Sequence[ScriptItem] | Callable[[Sequence[Mapping[str, str]]], ScriptItem]
-
-
-def tokens(text: str) -> list[str]:
-    """Split ``text`` into word-sized pieces whose concatenation is ``text``."""
-    return _TOKEN.findall(text)
 
 
 class ScriptedBackend:
@@ -65,7 +53,7 @@ class ScriptedBackend:
         if callable(self._script):
             return self._script(request.messages)
         if not self._script:
-            return DEFAULT_OUTPUT
+            return DEFAULT_CONTENT
         item = self._script[min(self._served, len(self._script) - 1)]
         self._served += 1
         return item
@@ -77,8 +65,8 @@ class ScriptedBackend:
         if isinstance(item, BaseException):
             raise item
         output = ScriptedOutput(content=item) if isinstance(item, str) else item
-        reasoning_pieces = tokens(output.reasoning or "")
-        content_pieces = tokens(output.content)
+        reasoning_pieces = split_tokens(output.reasoning or "")
+        content_pieces = split_tokens(output.content)
         if request.stream:
             for piece in reasoning_pieces:
                 await _pace(output.seconds_per_token)
@@ -89,7 +77,7 @@ class ScriptedBackend:
         else:
             await _pace(output.seconds_per_token * (len(reasoning_pieces) + len(content_pieces)))
             yield TextDelta(content=output.content, reasoning=output.reasoning or "")
-        prompt_tokens = sum(len(tokens(m["content"])) for m in request.messages)
+        prompt_tokens = sum(len(split_tokens(m["content"])) for m in request.messages)
         yield GenerationEnd(
             finish_reason=output.finish_reason,
             model=request.model or self.model,

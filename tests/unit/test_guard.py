@@ -27,8 +27,9 @@ from tarsguard import (
     Timeout,
     Verdict,
 )
+from tarsguard._scripted_server import split_tokens as tokens
 from tarsguard.backends import GenerationEnd, GenerationEvent, GenerationRequest, TextDelta
-from tarsguard.backends.scripted import ScriptedBackend, ScriptedOutput, tokens
+from tarsguard.backends.scripted import ScriptedBackend, ScriptedOutput
 
 ANSWERED = (
     "<think>\nThe user asks how to stop a hung process. Benign sysadmin question.\n</think>\n\n"

@@ -44,9 +44,7 @@ def serve() -> Iterator[ServerFactory]:
         server.stop()
 
 
-def chat(
-    stream: bool = False, content: str = "How do I stop a stuck process?", **extra: Any
-) -> dict[str, Any]:
+def chat(stream: bool = False, content: str = "How do I stop a stuck process?", **extra: Any) -> dict[str, Any]:
     body: dict[str, Any] = {"model": MODEL, "messages": [{"role": "user", "content": content}], **extra}
     if stream:
         body["stream"] = True
@@ -155,9 +153,7 @@ def test_streamed_completion_events(serve: ServerFactory) -> None:
     reply = Reply(content="The answer.", reasoning="Short reasoning here.", finish_reason="length")
     server = serve([reply])
     with httpx.Client(base_url=server.base_url) as client:
-        response = client.post(
-            "/chat/completions", json=chat(stream=True, stream_options={"include_usage": True})
-        )
+        response = client.post("/chat/completions", json=chat(stream=True, stream_options={"include_usage": True}))
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/event-stream")
     assert response.headers["transfer-encoding"] == "chunked"
@@ -228,9 +224,7 @@ def test_unknown_model_is_404(serve: ServerFactory) -> None:
             "code": 404,
         }
     }
-    assert served["choices"][0]["message"]["content"] == "never served", (
-        "a rejected request consumes no reply"
-    )
+    assert served["choices"][0]["message"]["content"] == "never served", "a rejected request consumes no reply"
 
 
 @pytest.mark.parametrize("field", ["max_tokens", "max_completion_tokens"])
@@ -250,9 +244,7 @@ def test_max_tokens_over_model_length_is_400(serve: ServerFactory, field: str) -
 def test_invalid_json_and_missing_messages_are_400(serve: ServerFactory) -> None:
     server = serve()
     with httpx.Client(base_url=server.base_url) as client:
-        bad_json = client.post(
-            "/chat/completions", content=b"{not json", headers={"content-type": "application/json"}
-        )
+        bad_json = client.post("/chat/completions", content=b"{not json", headers={"content-type": "application/json"})
         no_messages = client.post("/chat/completions", json={"model": MODEL})
     assert bad_json.status_code == 400
     assert bad_json.json()["error"]["type"] == "BadRequestError"
@@ -282,17 +274,13 @@ def test_scripted_error_with_retry_after(serve: ServerFactory) -> None:
         ok = client.post("/chat/completions", json=chat())
     assert limited.status_code == 429
     assert limited.headers["retry-after"] == "2"
-    assert limited.json() == {
-        "error": {"message": "slow down", "type": "RateLimitError", "param": None, "code": 429}
-    }
+    assert limited.json() == {"error": {"message": "slow down", "type": "RateLimitError", "param": None, "code": 429}}
     assert ok.status_code == 200
 
 
 def test_retry_after_fractional_and_http_date(serve: ServerFactory) -> None:
     date = "Wed, 21 Oct 2015 07:28:00 GMT"
-    server = serve(
-        [Reply(status=503, retry_after=0.5), Reply(status=500, retry_after=date), Reply(status=500)]
-    )
+    server = serve([Reply(status=503, retry_after=0.5), Reply(status=500, retry_after=date), Reply(status=500)])
     with httpx.Client(base_url=server.base_url) as client:
         responses = [client.post("/chat/completions", json=chat()) for _ in range(3)]
     assert responses[0].headers["retry-after"] == "0.5"
@@ -320,10 +308,7 @@ def test_fault_drop(serve: ServerFactory) -> None:
     with httpx.Client(base_url=server.base_url) as client:
         with pytest.raises(httpx.RemoteProtocolError):
             client.post("/chat/completions", json=chat())
-        assert (
-            client.post("/chat/completions", json=chat()).json()["choices"][0]["message"]["content"]
-            == "after"
-        )
+        assert client.post("/chat/completions", json=chat()).json()["choices"][0]["message"]["content"] == "after"
     assert len(server.requests) == 2
 
 
@@ -364,9 +349,7 @@ def test_fault_malformed(serve: ServerFactory) -> None:
 def test_fault_no_done(serve: ServerFactory) -> None:
     server = serve([Reply(content=ANSWER, fault="no_done"), "next"])
     with httpx.Client(base_url=server.base_url) as client:
-        first = client.post(
-            "/chat/completions", json=chat(stream=True, stream_options={"include_usage": True})
-        )
+        first = client.post("/chat/completions", json=chat(stream=True, stream_options={"include_usage": True}))
         second = client.post("/chat/completions", json=chat())
     payloads = sse_payloads(first.text)
     assert "[DONE]" not in payloads
@@ -445,8 +428,7 @@ def test_restart_after_stop() -> None:
 def contents(server: ScriptedServer, n: int) -> list[str]:
     with httpx.Client(base_url=server.base_url) as client:
         return [
-            client.post("/chat/completions", json=chat()).json()["choices"][0]["message"]["content"]
-            for _ in range(n)
+            client.post("/chat/completions", json=chat()).json()["choices"][0]["message"]["content"] for _ in range(n)
         ]
 
 
@@ -503,9 +485,7 @@ def test_callable_that_raises_gives_500(serve: ServerFactory) -> None:
 def test_recorded_requests(serve: ServerFactory) -> None:
     server = serve(["ok"])
     with openai.OpenAI(base_url=server.base_url, api_key="sk-test-123", max_retries=0) as client:
-        client.chat.completions.create(
-            model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=7
-        )
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=7)
     with httpx.Client() as plain:
         plain.get(origin(server) + "/health?probe=1", headers={"X-Custom": "yes"})
     post, health = server.requests
@@ -587,9 +567,7 @@ def test_openai_sync_streamed(serve: ServerFactory) -> None:
 
 
 def test_openai_errors(serve: ServerFactory) -> None:
-    server = serve(
-        [Reply(status=429, retry_after=1), Reply(fault="drop"), Reply(content="x", fault="malformed")]
-    )
+    server = serve([Reply(status=429, retry_after=1), Reply(fault="drop"), Reply(content="x", fault="malformed")])
     with openai.OpenAI(base_url=server.base_url, api_key="k", max_retries=0) as client:
         messages: list[Any] = [{"role": "user", "content": "q"}]
         with pytest.raises(openai.NotFoundError):
@@ -608,9 +586,7 @@ def test_openai_errors(serve: ServerFactory) -> None:
 
 async def test_openai_async_streamed_and_not() -> None:
     async with (
-        ScriptedServer(
-            [Reply(content=ANSWER, reasoning="r1 r2", reasoning_field="reasoning_content")]
-        ) as srv,
+        ScriptedServer([Reply(content=ANSWER, reasoning="r1 r2", reasoning_field="reasoning_content")]) as srv,
         openai.AsyncOpenAI(base_url=srv.base_url, api_key="k", max_retries=0) as client,
     ):
         messages: list[Any] = [{"role": "user", "content": "q"}]
@@ -670,10 +646,7 @@ def test_many_concurrent_requests_from_a_separate_loop(serve: ServerFactory) -> 
 def test_command_line_serves_cycling_replies_until_sigterm(tmp_path: Path) -> None:
     replies = tmp_path / "replies.jsonl"
     replies.write_text(
-        json.dumps({"content": "first"})
-        + "\n\n"
-        + json.dumps({"content": "second", "reasoning": "why"})
-        + "\n"
+        json.dumps({"content": "first"}) + "\n\n" + json.dumps({"content": "second", "reasoning": "why"}) + "\n"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     process = subprocess.Popen(
@@ -702,9 +675,7 @@ def test_command_line_serves_cycling_replies_until_sigterm(tmp_path: Path) -> No
         assert base_url.endswith("/v1")
         with httpx.Client(base_url=base_url) as client:
             got = [
-                client.post("/chat/completions", json={**chat(), "model": "m1"}).json()["choices"][0][
-                    "message"
-                ]
+                client.post("/chat/completions", json={**chat(), "model": "m1"}).json()["choices"][0]["message"]
                 for _ in range(3)
             ]
         assert [m["content"] for m in got] == ["first", "second", "first"]
