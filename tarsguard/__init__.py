@@ -15,7 +15,7 @@ from ._exceptions import (
     InvalidInput,
     TarsGuardError,
 )
-from ._guard import AsyncGuard, Guard, SamplingOverrides
+from ._guard import AsyncGuard, CheckResult, Guard, SamplingOverrides
 from ._input import Prompt
 from ._parse import ParsedOutput, parse_output
 from ._types import (
@@ -41,6 +41,7 @@ __all__ = [
     "BackendError",
     "BackendTimeout",
     "BackendUnavailable",
+    "CheckResult",
     "ConfigurationError",
     "Decision",
     "DecisionDetector",

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
-from typing import Self, TypedDict, TypeVar, Unpack
+from typing import Self, TypedDict, Unpack
 
 from ._config import (
     DEFAULT_MAX_RETRIES,
@@ -32,14 +32,14 @@ from ._version import __version__
 from .backends._base import Backend, GenerationEnd, GenerationRequest
 from .detect import DecisionDetector, default_detector
 
-__all__ = ["AsyncGuard", "Guard", "SamplingOverrides"]
+__all__ = ["AsyncGuard", "CheckResult", "Guard", "SamplingOverrides"]
 
 logger = logging.getLogger("tarsguard")
 
 _POLICIES: tuple[ErrorPolicy, ...] = ("raise", "decline", "allow")
 _TAG_OVERLAP = len(CLOSE_TAG) - 1
-T = TypeVar("T")
-Result = Verdict | TarsGuardError
+CheckResult = Verdict | TarsGuardError
+"""One item of ``check_many``: its verdict, or the error that replaced it."""
 
 
 class SamplingOverrides(TypedDict, total=False):
@@ -296,19 +296,19 @@ class _GuardCore:
         prompts: Iterable[Prompt],
         concurrency: int,
         timeout: float | Timeout | None,
-        on_result: Callable[[int, Result], None] | None,
+        on_result: Callable[[int, CheckResult], None] | None,
         sampling: SamplingOverrides,
-    ) -> list[Result]:
+    ) -> list[CheckResult]:
         if concurrency < 1:
             raise ConfigurationError("concurrency must be >= 1")
         items = list(prompts)
-        results: list[Result | None] = [None] * len(items)
+        results: list[CheckResult | None] = [None] * len(items)
         indices = iter(range(len(items)))
 
         async def worker() -> None:
             for i in indices:
                 try:
-                    result: Result = await self._check(items[i], timeout, sampling)
+                    result: CheckResult = await self._check(items[i], timeout, sampling)
                 except TarsGuardError as exc:
                     result = exc
                 results[i] = result
@@ -351,9 +351,9 @@ class AsyncGuard(_GuardCore):
         *,
         concurrency: int = 8,
         timeout: float | Timeout | None = None,
-        on_result: Callable[[int, Result], None] | None = None,
+        on_result: Callable[[int, CheckResult], None] | None = None,
         **sampling: Unpack[SamplingOverrides],
-    ) -> list[Result]:
+    ) -> list[CheckResult]:
         """Check many prompts with at most ``concurrency`` in flight.
 
         Results keep the input order; a prompt that failed has its error in its place, and the others are
@@ -398,9 +398,9 @@ class Guard(_GuardCore):
         *,
         concurrency: int = 8,
         timeout: float | Timeout | None = None,
-        on_result: Callable[[int, Result], None] | None = None,
+        on_result: Callable[[int, CheckResult], None] | None = None,
         **sampling: Unpack[SamplingOverrides],
-    ) -> list[Result]:
+    ) -> list[CheckResult]:
         """Check many prompts concurrently; see ``AsyncGuard.check_many``."""
         return self._loop.run(self._check_many(prompts, concurrency, timeout, on_result, sampling))
 

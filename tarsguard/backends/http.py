@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
 import json
 import random
 import time
@@ -279,6 +280,7 @@ def _retryable(exc: BaseException) -> bool:
     )
 
 
+@functools.lru_cache(maxsize=64)
 def _httpx_timeout(timeout: Timeout) -> httpx.Timeout:
     return httpx.Timeout(connect=timeout.connect, read=timeout.read, write=timeout.read, pool=timeout.connect)
 

@@ -202,13 +202,17 @@ class PatternDetector:
 
 
 def _find(cues: _Compiled, text: str) -> list[_Hit]:
-    hits = [
-        _Hit(m.group(0), weight, m.start())
-        for pattern, weight, anchors in cues
-        if any(a in text for a in anchors)
-        for m in pattern.finditer(text)
-        if m.start() == 0 or not text[m.start() - 1].isalnum()
-    ]
+    hits: list[_Hit] = []
+    for pattern, weight, anchors in cues:
+        for anchor in anchors:
+            if anchor in text:
+                break
+        else:
+            continue
+        for m in pattern.finditer(text):
+            at = m.start()
+            if at == 0 or not text[at - 1].isalnum():
+                hits.append(_Hit(m.group(0), weight, at))
     hits.sort(key=lambda h: h.at)
     return hits
 
