@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
@@ -27,7 +27,7 @@ from ._exceptions import BackendError, BackendTimeout, ConfigurationError, TarsG
 from ._input import Prompt, to_messages
 from ._parse import CLOSE_TAG, ParsedOutput, parse_output
 from ._sync import LoopThread
-from ._types import Decision, ErrorInfo, ErrorPolicy, Health, SamplingParams, Timings, Trace, Usage, Verdict
+from ._types import Assessment, Decision, ErrorInfo, ErrorPolicy, Health, SamplingParams, Timings, Trace, Usage, Verdict
 from ._version import __version__
 from .backends._base import Backend, GenerationEnd, GenerationRequest
 from .detect import DecisionDetector, default_detector
@@ -115,6 +115,8 @@ class _GuardCore:
         self._stream = stream
         self._on_error: ErrorPolicy = on_error
         self._detector = detector or default_detector()
+        # A detector that needs I/O (an LLM judge) offers an async ``aassess``; the guard prefers it.
+        self._aassess: Callable[..., Awaitable[Assessment]] | None = getattr(self._detector, "aassess", None)
 
     @property
     def backend(self) -> Backend:
@@ -149,18 +151,20 @@ class _GuardCore:
         try:
             async with deadline:
                 await self._collect(request, collected, started)
+                parsed = _parsed(collected)
+                assessment = await self._assess(parsed, messages[-1]["content"]) if parsed.complete else None
         except TarsGuardError as exc:
             return self._failed(exc, verdict_id, created_at, started, request, collected)
         except Exception as exc:
             if isinstance(exc, TimeoutError) and deadline.expired():
                 error: TarsGuardError = BackendTimeout(f"no verdict within {limits.total:g} s")
             else:
-                # A backend plug-in failed in its own way: still an error of the check, under the policy.
-                error = BackendError(f"the {self._backend.kind} backend failed: {type(exc).__name__}: {exc}")
+                # A backend or detector plug-in failed in its own way: still an error of the check.
+                error = BackendError(f"the check failed: {type(exc).__name__}: {exc}")
                 error.__cause__ = exc
             return self._failed(error, verdict_id, created_at, started, request, collected)
         total_ms = (time.perf_counter() - started) * 1000
-        verdict = self._verdict(request, messages[-1]["content"], collected, verdict_id, created_at, total_ms)
+        verdict = self._verdict(request, parsed, assessment, collected, verdict_id, created_at, total_ms)
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
                 "verdict %s: %s (%.2f) model=%s total=%.1fms",
@@ -200,10 +204,16 @@ class _GuardCore:
         if out.end is None:
             raise BackendError(f"the {self._backend.kind} backend ended without finishing the generation")
 
+    async def _assess(self, parsed: ParsedOutput, prompt: str) -> Assessment:
+        if self._aassess is not None:
+            return await self._aassess(parsed.answer, reasoning=parsed.reasoning, prompt=prompt)
+        return self._detector.assess(parsed.answer, reasoning=parsed.reasoning, prompt=prompt)
+
     def _verdict(
         self,
         request: GenerationRequest,
-        prompt: str,
+        parsed: ParsedOutput,
+        assessment: Assessment | None,
         collected: _Collected,
         verdict_id: str,
         created_at: datetime,
@@ -211,10 +221,7 @@ class _GuardCore:
     ) -> Verdict:
         end = collected.end
         assert end is not None
-        content = "".join(collected.content)
-        parsed = parse_output(content, "".join(collected.reasoning) or None, finish_reason=end.finish_reason)
-        if parsed.complete:
-            assessment = self._detector.assess(parsed.answer, reasoning=parsed.reasoning, prompt=prompt)
+        if assessment is not None:
             decision, confidence, evidence = assessment.decision, assessment.confidence, assessment.evidence
         else:
             decision, confidence, evidence = Decision.UNDETERMINED, 0.0, _incomplete_evidence(parsed)
@@ -238,7 +245,7 @@ class _GuardCore:
             ),
             retries=end.retries,
             detector=self._detector.name,
-            raw_output=content,
+            raw_output="".join(collected.content),
             version=__version__,
         )
         return Verdict(
@@ -452,6 +459,12 @@ def _usage(end: GenerationEnd, collected: _Collected, parsed: ParsedOutput, stre
         answer_tokens=completion - reasoning,
         split_estimated=not exact,
     )
+
+
+def _parsed(collected: _Collected) -> ParsedOutput:
+    assert collected.end is not None
+    reasoning = "".join(collected.reasoning) or None
+    return parse_output("".join(collected.content), reasoning, finish_reason=collected.end.finish_reason)
 
 
 def _incomplete_evidence(parsed: ParsedOutput) -> tuple[str, ...]:

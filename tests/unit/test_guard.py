@@ -619,3 +619,47 @@ def test_timeout_fields_are_validated() -> None:
     with pytest.raises(tarsguard.ConfigurationError):
         tarsguard.Timeout(total=float("nan"))
     assert tarsguard.Timeout(total=None).total is None
+
+
+class _AsyncJudge:
+    """A detector that needs I/O: the guard must await its ``aassess``."""
+
+    name = "async-judge@test"
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def assess(self, answer: str, *, reasoning: str | None = None, prompt: str | None = None) -> tarsguard.Assessment:
+        raise AssertionError("the guard must prefer aassess")
+
+    async def aassess(
+        self, answer: str, *, reasoning: str | None = None, prompt: str | None = None
+    ) -> tarsguard.Assessment:
+        await asyncio.sleep(0)
+        self.calls.append(answer)
+        return tarsguard.Assessment(decision=Decision.PARTIAL, confidence=0.6, evidence=("judge said so",))
+
+
+async def test_an_async_detector_is_awaited() -> None:
+    judge = _AsyncJudge()
+    guard = AsyncGuard(backend=ScriptedBackend(["<think>\nr\n</think>\n\nSome answer."]), detector=judge)
+    verdict = await guard.check("q")
+    assert judge.calls == ["Some answer."]
+    assert verdict.decision is Decision.PARTIAL
+    assert verdict.evidence == ("judge said so",)
+    assert verdict.trace.detector == "async-judge@test"
+
+
+class _BrokenDetector:
+    name = "broken@test"
+
+    def assess(self, answer: str, *, reasoning: str | None = None, prompt: str | None = None) -> tarsguard.Assessment:
+        raise ValueError("detector bug")
+
+
+def test_a_failing_detector_falls_under_the_policy() -> None:
+    guard = Guard(backend=ScriptedBackend(), detector=_BrokenDetector(), on_error="allow")
+    verdict = guard.check("q")
+    assert verdict.decision is Decision.UNDETERMINED
+    assert verdict.trace.error is not None and "ValueError: detector bug" in verdict.trace.error.message
+    assert verdict.allowed is True
