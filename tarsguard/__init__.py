@@ -1,38 +1,77 @@
 """tarsguard: route prompts through the TARS reasoner and get a structured verdict plus a trace.
 
-from tarsguard import Guard
-guard = Guard(base_url="http://localhost:8000/v1")
-verdict = guard.check("How do I kill a Python process?")
-verdict.decision, verdict.answer, verdict.reasoning, verdict.trace
+    from tarsguard import Guard
+    guard = Guard(base_url="http://localhost:8000/v1")
+    verdict = guard.check("How do I kill a Python process?")
+    verdict.decision, verdict.answer, verdict.reasoning, verdict.trace
+
+Names load on first use (PEP 562), so ``import tarsguard`` itself costs almost nothing.
 """
 
-from ._config import Timeout
-from ._exceptions import (
-    BackendError,
-    BackendTimeout,
-    BackendUnavailable,
-    ConfigurationError,
-    InvalidInput,
-    TarsGuardError,
-)
-from ._guard import AsyncGuard, CheckResult, Guard, SamplingOverrides
-from ._input import Prompt
-from ._parse import ParsedOutput, parse_output
-from ._types import (
-    Assessment,
-    Decision,
-    ErrorInfo,
-    Health,
-    Message,
-    SamplingParams,
-    Timings,
-    Trace,
-    Usage,
-    Verdict,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ._version import __version__
-from .backends import Backend
-from .detect import DecisionDetector, PatternDetector, classify
+
+if TYPE_CHECKING:
+    from ._config import Timeout
+    from ._exceptions import (
+        BackendError,
+        BackendTimeout,
+        BackendUnavailable,
+        ConfigurationError,
+        InvalidInput,
+        TarsGuardError,
+    )
+    from ._guard import AsyncGuard, CheckResult, Guard, SamplingOverrides
+    from ._input import Prompt
+    from ._parse import ParsedOutput, parse_output
+    from ._types import (
+        Assessment,
+        Decision,
+        ErrorInfo,
+        Health,
+        Message,
+        SamplingParams,
+        Timings,
+        Trace,
+        Usage,
+        Verdict,
+    )
+    from .backends import Backend
+    from .detect import DecisionDetector, PatternDetector, classify
+
+_SOURCES = {
+    "._config": ("Timeout",),
+    "._exceptions": (
+        "BackendError",
+        "BackendTimeout",
+        "BackendUnavailable",
+        "ConfigurationError",
+        "InvalidInput",
+        "TarsGuardError",
+    ),
+    "._guard": ("AsyncGuard", "CheckResult", "Guard", "SamplingOverrides"),
+    "._input": ("Prompt",),
+    "._parse": ("ParsedOutput", "parse_output"),
+    "._types": (
+        "Assessment",
+        "Decision",
+        "ErrorInfo",
+        "Health",
+        "Message",
+        "SamplingParams",
+        "Timings",
+        "Trace",
+        "Usage",
+        "Verdict",
+    ),
+    ".backends": ("Backend",),
+    ".detect": ("DecisionDetector", "PatternDetector", "classify"),
+}
+_MODULE_OF = {name: module for module, names in _SOURCES.items() for name in names}
 
 __all__ = [
     "Assessment",
@@ -65,3 +104,16 @@ __all__ = [
     "classify",
     "parse_output",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module 'tarsguard' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

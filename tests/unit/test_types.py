@@ -174,3 +174,19 @@ def test_message_and_sampling_params_are_strict() -> None:
 def test_public_names_are_exported() -> None:
     for name in tarsguard.__all__:
         assert hasattr(tarsguard, name), name
+
+
+def test_public_names_load_lazily_and_all_resolve() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, tarsguard; "
+        "assert not any(m.startswith('tarsguard.') and m != 'tarsguard._version' for m in sys.modules), "
+        "sorted(m for m in sys.modules if m.startswith('tarsguard')); "
+        "assert set(tarsguard.__all__) == set(tarsguard._MODULE_OF) | {'__version__'}; "
+        "[getattr(tarsguard, n) for n in tarsguard.__all__]; "
+        "heavy = [m for m in ('torch', 'transformers', 'vllm', 'langchain_core', 'typer', 'rich') if m in sys.modules]; "
+        "assert not heavy, heavy"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
