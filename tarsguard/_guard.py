@@ -63,11 +63,13 @@ class _Collected:
     reasoning_end_ms: float | None = None
     closed: bool = False
     """Whether a ``</think>`` was seen in the content."""
-    field_deltas: int = 0
-    """Deltas of the server's separate reasoning field."""
+    field_steps: int = 0
+    """Generation steps of the server's separate reasoning field."""
     before_close: int = 0
-    """Content deltas up to and including the one with ``</think>`` (all of them if none came)."""
+    """Content steps up to and including the one with ``</think>`` (all of them if none came)."""
     after_close: int = 0
+    split_estimated: bool = False
+    """Whether merged steps straddled ``</think>``, so the reasoning/answer token split is estimated."""
 
 
 class _GuardCore:
@@ -187,20 +189,32 @@ class _GuardCore:
                 out.first_token_ms = now
             if event.reasoning:
                 out.reasoning.append(event.reasoning)
-                out.field_deltas += 1
-            if event.content:
-                out.content.append(event.content)
+                out.field_steps += event.reasoning_steps
+            content = event.content
+            if content:
+                out.content.append(content)
                 if out.reasoning and out.reasoning_end_ms is None:
                     out.reasoning_end_ms = now
                 if out.closed:
-                    out.after_close += 1
-                else:
-                    out.before_close += 1
-                    window = tail + event.content
-                    if CLOSE_TAG in window:
-                        out.closed = True
-                        out.reasoning_end_ms = out.reasoning_end_ms or now
+                    out.after_close += event.content_steps
+                    continue
+                window = tail + content
+                at = window.find(CLOSE_TAG)
+                if at == -1:
+                    out.before_close += event.content_steps
                     tail = window[-_TAG_OVERLAP:]
+                    continue
+                out.closed = True
+                out.reasoning_end_ms = out.reasoning_end_ms or now
+                tag_end = at + len(CLOSE_TAG) - len(tail)
+                if event.content_steps == 1 or tag_end == len(content):
+                    out.before_close += event.content_steps
+                else:
+                    # Merged steps straddle </think>: share them out by where the tag ends.
+                    before = max(1, round(event.content_steps * tag_end / len(content)))
+                    out.before_close += before
+                    out.after_close += event.content_steps - before
+                    out.split_estimated = True
         if out.end is None:
             raise BackendError(f"the {self._backend.kind} backend ended without finishing the generation")
 
@@ -430,21 +444,21 @@ class Guard(_GuardCore):
 def _usage(end: GenerationEnd, collected: _Collected, parsed: ParsedOutput, streamed: bool) -> Usage:
     completion = end.completion_tokens
     if collected.closed:
-        reasoning_deltas, answer_deltas = (
-            collected.field_deltas + collected.before_close,
+        reasoning_steps_total, answer_steps = (
+            collected.field_steps + collected.before_close,
             collected.after_close,
         )
-    elif parsed.reasoning is not None and not collected.field_deltas:
+    elif parsed.reasoning is not None and not collected.field_steps:
         # An unfinished <think> block: all the content was reasoning.
-        reasoning_deltas, answer_deltas = collected.before_close, 0
+        reasoning_steps_total, answer_steps = collected.before_close, 0
     else:
-        reasoning_deltas, answer_deltas = collected.field_deltas, collected.before_close
-    counted = reasoning_deltas + answer_deltas
+        reasoning_steps_total, answer_steps = collected.field_steps, collected.before_close
+    counted = reasoning_steps_total + answer_steps
     if streamed and counted:
         if completion is None:
             completion = counted
-        reasoning = round(completion * reasoning_deltas / counted)
-        exact = counted == completion
+        reasoning = round(completion * reasoning_steps_total / counted)
+        exact = counted == completion and not collected.split_estimated
     else:
         reasoning_chars = len(parsed.reasoning or "")
         total_chars = reasoning_chars + len(parsed.answer)

@@ -26,10 +26,16 @@ class GenerationRequest:
 
 @dataclass(frozen=True, slots=True)
 class TextDelta:
-    """A piece of generated text: ``content`` as generated, ``reasoning`` from a server-side parser."""
+    """Generated text: ``content`` as generated, ``reasoning`` from a server-side reasoning parser.
+
+    A backend may merge several generation steps that arrived together into one delta; ``content_steps``
+    and ``reasoning_steps`` say how many (for token accounting; ignored where the text is empty).
+    """
 
     content: str = ""
     reasoning: str = ""
+    content_steps: int = 1
+    reasoning_steps: int = 1
 
 
 @dataclass(frozen=True, slots=True)

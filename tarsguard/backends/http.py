@@ -386,6 +386,9 @@ async def _read_stream(response: httpx.Response, retries: int) -> AsyncIterator[
             if b"\n" not in data:
                 continue
             *lines, buffer = buffer.split(b"\n")
+            # Steps that arrived in one read are passed on as one delta: as prompt, far cheaper.
+            contents: list[str] = []
+            reasonings: list[str] = []
             for line in lines:
                 if not line.startswith(b"data:"):
                     continue
@@ -412,12 +415,21 @@ async def _read_stream(response: httpx.Response, retries: int) -> AsyncIterator[
                     continue
                 choice = choices[0]
                 delta = choice.get("delta") or {}
-                content = delta.get("content") or ""
-                reasoning = delta.get("reasoning") or delta.get("reasoning_content") or ""
-                if content or reasoning:
-                    yield TextDelta(content=content, reasoning=reasoning)
+                content = delta.get("content")
+                if content:
+                    contents.append(content)
+                reasoning = delta.get("reasoning") or delta.get("reasoning_content")
+                if reasoning:
+                    reasonings.append(reasoning)
                 if choice.get("finish_reason"):
                     finish_reason = choice["finish_reason"]
+            if contents or reasonings:
+                yield TextDelta(
+                    content="".join(contents),
+                    reasoning="".join(reasonings),
+                    content_steps=len(contents),
+                    reasoning_steps=len(reasonings),
+                )
             if done:
                 break
     except httpx.HTTPError as exc:

@@ -663,3 +663,45 @@ def test_a_failing_detector_falls_under_the_policy() -> None:
     assert verdict.decision is Decision.UNDETERMINED
     assert verdict.trace.error is not None and "ValueError: detector bug" in verdict.trace.error.message
     assert verdict.allowed is True
+
+
+class _MergedSteps:
+    """A backend that passes several generation steps on as one delta, straddling </think>."""
+
+    kind = "merged"
+    endpoint = "merged://"
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
+        yield TextDelta(content="<think>\nweigh it\n</think>", content_steps=4)
+        yield TextDelta(content="\n\nSure, here it is.", content_steps=2)
+        yield TextDelta(content=" More.", content_steps=2)
+        yield GenerationEnd(finish_reason="stop", completion_tokens=8)
+
+    async def health(self, *, timeout: tarsguard.Timeout) -> tarsguard.Health:
+        return tarsguard.Health(ok=True, backend=self.kind)
+
+    async def aclose(self) -> None:
+        pass
+
+
+def test_merged_steps_are_counted_as_steps() -> None:
+    verdict = Guard(backend=_MergedSteps()).check("q")
+    usage = verdict.trace.usage
+    assert (usage.reasoning_tokens, usage.answer_tokens) == (4, 4)
+    assert usage.split_estimated is False
+    assert verdict.answer == "Sure, here it is. More."
+
+
+class _MergedAcrossTheTag(_MergedSteps):
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
+        yield TextDelta(content="<think>\nweigh it\n</think>\n\nSure, here it is.", content_steps=6)
+        yield GenerationEnd(finish_reason="stop", completion_tokens=6)
+
+
+def test_merged_steps_across_the_tag_are_shared_out_and_flagged() -> None:
+    verdict = Guard(backend=_MergedAcrossTheTag()).check("q")
+    usage = verdict.trace.usage
+    assert usage.reasoning_tokens is not None and usage.answer_tokens is not None
+    assert usage.reasoning_tokens + usage.answer_tokens == 6
+    assert 1 <= usage.answer_tokens < 6
+    assert usage.split_estimated is True
