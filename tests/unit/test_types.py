@@ -186,7 +186,8 @@ def test_public_names_load_lazily_and_all_resolve() -> None:
         "sorted(m for m in sys.modules if m.startswith('tarsguard')); "
         "assert set(tarsguard.__all__) == set(tarsguard._MODULE_OF) | {'__version__'}; "
         "[getattr(tarsguard, n) for n in tarsguard.__all__]; "
-        "heavy = [m for m in ('torch', 'transformers', 'vllm', 'langchain_core', 'typer', 'rich') if m in sys.modules]; "
+        "heavy = [m for m in ('torch', 'transformers', 'vllm', 'langchain_core', 'typer', 'rich') "
+        "if m in sys.modules]; "
         "assert not heavy, heavy"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
