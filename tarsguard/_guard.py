@@ -184,9 +184,8 @@ class _GuardCore:
             if isinstance(event, GenerationEnd):
                 out.end = event
                 continue
-            now = (time.perf_counter() - started) * 1000
             if out.first_token_ms is None:
-                out.first_token_ms = now
+                out.first_token_ms = (time.perf_counter() - started) * 1000
             if event.reasoning:
                 out.reasoning.append(event.reasoning)
                 out.field_steps += event.reasoning_steps
@@ -194,7 +193,7 @@ class _GuardCore:
             if content:
                 out.content.append(content)
                 if out.reasoning and out.reasoning_end_ms is None:
-                    out.reasoning_end_ms = now
+                    out.reasoning_end_ms = (time.perf_counter() - started) * 1000
                 if out.closed:
                     out.after_close += event.content_steps
                     continue
@@ -205,7 +204,7 @@ class _GuardCore:
                     tail = window[-_TAG_OVERLAP:]
                     continue
                 out.closed = True
-                out.reasoning_end_ms = out.reasoning_end_ms or now
+                out.reasoning_end_ms = out.reasoning_end_ms or (time.perf_counter() - started) * 1000
                 tag_end = at + len(CLOSE_TAG) - len(tail)
                 if event.content_steps == 1 or tag_end == len(content):
                     out.before_close += event.content_steps

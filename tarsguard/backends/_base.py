@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from .._config import Timeout
 from .._types import Health, SamplingParams
@@ -24,8 +24,7 @@ class GenerationRequest:
     extra_body: Mapping[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
-class TextDelta:
+class TextDelta(NamedTuple):
     """Generated text: ``content`` as generated, ``reasoning`` from a server-side reasoning parser.
 
     A backend may merge several generation steps that arrived together into one delta; ``content_steps``

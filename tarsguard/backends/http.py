@@ -28,6 +28,7 @@ _RETRY_AFTER_CAP = 60.0
 _BACKOFF_BASE = 0.25
 _BACKOFF_CAP = 8.0
 _DONE = b"[DONE]"
+_JSON = json.JSONDecoder()
 
 
 class HTTPBackend:
@@ -82,23 +83,103 @@ class HTTPBackend:
     def __repr__(self) -> str:
         return f"HTTPBackend(endpoint={self.endpoint!r}, model={self._model!r})"
 
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
+    def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
         """Stream (or fetch whole) one chat completion."""
+        return self._stream(request) if request.stream else self._whole(request)
+
+    async def _open(self, request: GenerationRequest) -> tuple[httpx.Response, int]:
         client = self._ensure_client()
         model = request.model or self._model or await self._detect_model(request.timeout)
-        body = self._body(request, model)
-        timeout = _httpx_timeout(request.timeout)
-        response, retries = await self._send(client, body, timeout)
+        return await self._send(client, self._body(request, model), _httpx_timeout(request.timeout))
+
+    async def _whole(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
+        response, retries = await self._open(request)
         try:
-            if request.stream:
-                async for event in _read_stream(response, retries):
-                    yield event
-            else:
-                await _aread(response)
-                for event in _read_whole(response, retries):
-                    yield event
+            await _aread(response)
+            for event in _read_whole(response, retries):
+                yield event
         finally:
             await response.aclose()
+
+    async def _stream(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
+        response, retries = await self._open(request)
+        finish_reason: str | None = None
+        model: str | None = None
+        request_id: str | None = None
+        usage: dict[str, Any] = {}
+        done = False
+        buffer = b""
+        decode = _JSON.decode
+        chunks = response.aiter_bytes()
+        try:
+            async for data in chunks:
+                if buffer:
+                    data = buffer + data
+                end = data.rfind(b"\n")
+                if end == -1:
+                    buffer = data
+                    continue
+                buffer = data[end + 1 :]
+                # Steps that arrived together are passed on as one delta.
+                content = reasoning = ""
+                content_steps = reasoning_steps = 0
+                for line in data[:end].split(b"\n"):
+                    if not line.startswith(b"data:"):
+                        continue
+                    payload = line[5:].strip()
+                    if payload == _DONE:
+                        done = True
+                        break
+                    try:
+                        chunk = decode(payload.decode())
+                    except ValueError:
+                        raise BackendError(f"malformed stream event: {payload[:200]!r}") from None
+                    if not isinstance(chunk, dict):
+                        raise BackendError(f"malformed stream event: {payload[:200]!r}")
+                    if "error" in chunk:
+                        error = chunk["error"]
+                        message = error.get("message", str(error)) if isinstance(error, dict) else str(error)
+                        raise BackendError(f"the server failed mid-stream: {message}")
+                    if request_id is None:
+                        request_id = chunk.get("id")
+                        model = chunk.get("model")
+                    choices = chunk.get("choices")
+                    if not choices:
+                        usage = chunk.get("usage") or usage
+                        continue
+                    choice = choices[0]
+                    delta = choice.get("delta")
+                    if delta:
+                        piece = delta.get("content")
+                        if piece:
+                            content += piece
+                            content_steps += 1
+                        piece = delta.get("reasoning") or delta.get("reasoning_content")
+                        if piece:
+                            reasoning += piece
+                            reasoning_steps += 1
+                    if choice.get("finish_reason"):
+                        finish_reason = choice["finish_reason"]
+                        usage = chunk.get("usage") or usage
+                if content or reasoning:
+                    yield TextDelta(content, reasoning, content_steps, reasoning_steps)
+                if done:
+                    break
+        except httpx.HTTPError as exc:
+            raise _translate(exc, mid_response=True) from None
+        finally:
+            await chunks.aclose()  # type: ignore[attr-defined]
+            await response.aclose()
+        if not done and finish_reason is None:
+            raise BackendError("the stream ended before the generation finished (no finish_reason, no [DONE])")
+        yield GenerationEnd(
+            finish_reason=finish_reason,
+            model=model,
+            request_id=request_id,
+            prompt_tokens=usage.get("prompt_tokens"),
+            completion_tokens=usage.get("completion_tokens"),
+            retries=retries,
+        )
 
     async def health(self, *, timeout: Timeout = DEFAULT_TIMEOUT) -> Health:
         """``GET /health`` (where the server has it) and ``GET /v1/models``."""
@@ -370,79 +451,3 @@ def _read_whole(response: httpx.Response, retries: int) -> list[GenerationEvent]
             retries=retries,
         ),
     ]
-
-
-async def _read_stream(response: httpx.Response, retries: int) -> AsyncIterator[GenerationEvent]:
-    finish_reason: str | None = None
-    model: str | None = None
-    request_id: str | None = None
-    usage: dict[str, Any] = {}
-    done = False
-    buffer = b""
-    chunks = response.aiter_bytes()
-    try:
-        async for data in chunks:
-            buffer += data
-            if b"\n" not in data:
-                continue
-            *lines, buffer = buffer.split(b"\n")
-            # Steps that arrived in one read are passed on as one delta: as prompt, far cheaper.
-            contents: list[str] = []
-            reasonings: list[str] = []
-            for line in lines:
-                if not line.startswith(b"data:"):
-                    continue
-                payload = line[5:].strip()
-                if payload == _DONE:
-                    done = True
-                    break
-                try:
-                    chunk = json.loads(payload)
-                except ValueError:
-                    raise BackendError(f"malformed stream event: {payload[:200]!r}") from None
-                if not isinstance(chunk, dict):
-                    raise BackendError(f"malformed stream event: {payload[:200]!r}")
-                if "error" in chunk:
-                    error = chunk["error"]
-                    message = error.get("message", str(error)) if isinstance(error, dict) else str(error)
-                    raise BackendError(f"the server failed mid-stream: {message}")
-                request_id = request_id or chunk.get("id")
-                model = model or chunk.get("model")
-                if chunk.get("usage"):
-                    usage = chunk["usage"]
-                choices = chunk.get("choices")
-                if not choices:
-                    continue
-                choice = choices[0]
-                delta = choice.get("delta") or {}
-                content = delta.get("content")
-                if content:
-                    contents.append(content)
-                reasoning = delta.get("reasoning") or delta.get("reasoning_content")
-                if reasoning:
-                    reasonings.append(reasoning)
-                if choice.get("finish_reason"):
-                    finish_reason = choice["finish_reason"]
-            if contents or reasonings:
-                yield TextDelta(
-                    content="".join(contents),
-                    reasoning="".join(reasonings),
-                    content_steps=len(contents),
-                    reasoning_steps=len(reasonings),
-                )
-            if done:
-                break
-    except httpx.HTTPError as exc:
-        raise _translate(exc, mid_response=True) from None
-    finally:
-        await chunks.aclose()  # type: ignore[attr-defined]
-    if not done and finish_reason is None:
-        raise BackendError("the stream ended before the generation finished (no finish_reason, no [DONE])")
-    yield GenerationEnd(
-        finish_reason=finish_reason,
-        model=model,
-        request_id=request_id,
-        prompt_tokens=usage.get("prompt_tokens"),
-        completion_tokens=usage.get("completion_tokens"),
-        retries=retries,
-    )
