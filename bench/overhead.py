@@ -186,9 +186,10 @@ async def measure(base_url: str, stream: bool, rounds: int, requests: int) -> di
     latency: dict[str, list[float]] = {c.name: [] for c in clients}
     throughput: dict[str, list[float]] = {c.name: [] for c in clients}
     for _ in range(rounds):
-        # Concurrency 1: the clients take turns request by request, so drift hits them alike.
-        for _ in range(requests):
-            for client in clients:
+        # Concurrency 1: the clients take turns request by request, in rotating order, so drift and the
+        # garbage one client leaves for the next hit them alike.
+        for i in range(requests):
+            for client in clients[i % 3 :] + clients[: i % 3]:
                 started = time.perf_counter()
                 await client.call()
                 latency[client.name].append(time.perf_counter() - started)

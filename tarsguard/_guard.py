@@ -179,41 +179,43 @@ class _GuardCore:
         return verdict
 
     async def _collect(self, request: GenerationRequest, out: _Collected, started: float) -> None:
+        contents = out.content
         tail = ""
         async for event in self._backend.generate(request):
             if isinstance(event, GenerationEnd):
                 out.end = event
                 continue
+            content, reasoning, content_steps, reasoning_steps = event
             if out.first_token_ms is None:
                 out.first_token_ms = (time.perf_counter() - started) * 1000
-            if event.reasoning:
-                out.reasoning.append(event.reasoning)
-                out.field_steps += event.reasoning_steps
-            content = event.content
-            if content:
-                out.content.append(content)
-                if out.reasoning and out.reasoning_end_ms is None:
-                    out.reasoning_end_ms = (time.perf_counter() - started) * 1000
-                if out.closed:
-                    out.after_close += event.content_steps
-                    continue
-                window = tail + content
-                at = window.find(CLOSE_TAG)
-                if at == -1:
-                    out.before_close += event.content_steps
-                    tail = window[-_TAG_OVERLAP:]
-                    continue
-                out.closed = True
-                out.reasoning_end_ms = out.reasoning_end_ms or (time.perf_counter() - started) * 1000
-                tag_end = at + len(CLOSE_TAG) - len(tail)
-                if event.content_steps == 1 or tag_end == len(content):
-                    out.before_close += event.content_steps
-                else:
-                    # Merged steps straddle </think>: share them out by where the tag ends.
-                    before = max(1, round(event.content_steps * tag_end / len(content)))
-                    out.before_close += before
-                    out.after_close += event.content_steps - before
-                    out.split_estimated = True
+            if reasoning:
+                out.reasoning.append(reasoning)
+                out.field_steps += reasoning_steps
+            if not content:
+                continue
+            contents.append(content)
+            if out.closed:
+                out.after_close += content_steps
+                continue
+            if out.reasoning and out.reasoning_end_ms is None:
+                out.reasoning_end_ms = (time.perf_counter() - started) * 1000
+            window = tail + content
+            at = window.find(CLOSE_TAG)
+            if at == -1:
+                out.before_close += content_steps
+                tail = window[-_TAG_OVERLAP:]
+                continue
+            out.closed = True
+            out.reasoning_end_ms = out.reasoning_end_ms or (time.perf_counter() - started) * 1000
+            tag_end = at + len(CLOSE_TAG) - len(tail)
+            if content_steps == 1 or tag_end == len(content):
+                out.before_close += content_steps
+            else:
+                # Merged steps straddle </think>: share them out by where the tag ends.
+                before = max(1, round(content_steps * tag_end / len(content)))
+                out.before_close += before
+                out.after_close += content_steps - before
+                out.split_estimated = True
         if out.end is None:
             raise BackendError(f"the {self._backend.kind} backend ended without finishing the generation")
 
