@@ -59,7 +59,7 @@ def row(prompt: str, verdict: Verdict) -> tuple[str, ...]:
 
 def main() -> None:
     console = Console()
-    with server() as base_url, Guard(base_url=base_url, max_tokens=96) as guard:
+    with server() as base_url, Guard(base_url=base_url, max_tokens=200) as guard:
         health = guard.health()
         console.print(f"server {health.endpoint}: ok={health.ok}, models={', '.join(health.models)}")
         verdicts = guard.check_many(PROMPTS, concurrency=3)
