@@ -18,6 +18,7 @@ __all__ = [
     "ENV_BASE_URL",
     "ENV_MODEL",
     "ENV_TIMEOUT",
+    "ENV_TRACE",
     "Timeout",
 ]
 
@@ -25,6 +26,7 @@ ENV_BASE_URL = "TARSGUARD_BASE_URL"
 ENV_MODEL = "TARSGUARD_MODEL"
 ENV_API_KEY = "TARSGUARD_API_KEY"
 ENV_TIMEOUT = "TARSGUARD_TIMEOUT"
+ENV_TRACE = "TARSGUARD_TRACE"
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
-from typing import Self, TypedDict, Unpack
+from typing import TYPE_CHECKING, Self, TypedDict, Unpack
 
 from ._config import (
     DEFAULT_MAX_RETRIES,
@@ -18,6 +19,7 @@ from ._config import (
     ENV_API_KEY,
     ENV_BASE_URL,
     ENV_MODEL,
+    ENV_TRACE,
     Timeout,
     merge_sampling,
     resolve,
@@ -31,6 +33,9 @@ from ._types import Assessment, Decision, ErrorInfo, ErrorPolicy, Health, Sampli
 from ._version import __version__
 from .backends._base import Backend, GenerationEnd, GenerationRequest
 from .detect import DecisionDetector, default_detector
+
+if TYPE_CHECKING:
+    from .tracing import RedactSpec, Tracer, TraceSpec
 
 __all__ = ["AsyncGuard", "CheckResult", "Guard", "SamplingOverrides"]
 
@@ -88,6 +93,9 @@ class _GuardCore:
         detector: DecisionDetector | None = None,
         backend: Backend | None = None,
         headers: dict[str, str] | None = None,
+        trace: TraceSpec | Tracer | bool | None = None,
+        redact: RedactSpec = None,
+        trace_sample: float | None = None,
         **sampling: Unpack[SamplingOverrides],
     ) -> None:
         if on_error not in _POLICIES:
@@ -119,6 +127,12 @@ class _GuardCore:
         self._detector = detector or default_detector()
         # A detector that needs I/O (an LLM judge) offers an async ``aassess``; the guard prefers it.
         self._aassess: Callable[..., Awaitable[Assessment]] | None = getattr(self._detector, "aassess", None)
+        # Tracing costs nothing unless asked for: tarsguard.tracing is not even imported.
+        self._tracer: Tracer | None = None
+        if trace is not None or redact is not None or trace_sample is not None or os.environ.get(ENV_TRACE):
+            from .tracing import resolve_tracer
+
+            self._tracer = resolve_tracer(trace, redact=redact, sample=trace_sample)
 
     @property
     def backend(self) -> Backend:
@@ -131,6 +145,11 @@ class _GuardCore:
         return self._detector
 
     @property
+    def tracer(self) -> Tracer | None:
+        """Where verdicts are traced (``trace=`` or ``TARSGUARD_TRACE``), or ``None``."""
+        return self._tracer
+
+    @property
     def sampling(self) -> SamplingParams:
         """The guard's default sampling parameters."""
         return self._sampling
@@ -141,6 +160,17 @@ class _GuardCore:
     # -- the pipeline: input -> backend -> parse -> detect -> verdict ----------------------------------
 
     async def _check(self, prompt: Prompt, timeout: float | Timeout | None, sampling: SamplingOverrides) -> Verdict:
+        tracer = self._tracer
+        if tracer is None:
+            return await self._check_once(prompt, timeout, sampling)
+        with tracer.check(self._model) as scope:  # the check's span (when spans are on) covers this block
+            verdict = await self._check_once(prompt, timeout, sampling)
+            scope.record(verdict, prompt=prompt)
+        return verdict
+
+    async def _check_once(
+        self, prompt: Prompt, timeout: float | Timeout | None, sampling: SamplingOverrides
+    ) -> Verdict:
         messages = to_messages(prompt)
         params = merge_sampling(self._sampling, dict(sampling))
         limits = self._timeout if timeout is None else Timeout.of(timeout)
@@ -388,8 +418,10 @@ class AsyncGuard(_GuardCore):
         return await self._health(timeout)
 
     async def aclose(self) -> None:
-        """Close the backend's connections."""
+        """Close the backend's connections and flush the trace sinks."""
         await self._backend.aclose()
+        if self._tracer is not None:
+            await asyncio.to_thread(self._tracer.close)
 
     async def __aenter__(self) -> Self:
         return self
@@ -431,9 +463,11 @@ class Guard(_GuardCore):
         return self._loop.run(self._health(timeout))
 
     def close(self) -> None:
-        """Close the backend's connections and stop the guard's loop thread."""
+        """Close the backend's connections, stop the guard's loop thread and flush the trace sinks."""
         self._loop.run(self._backend.aclose())
         self._loop.close()
+        if self._tracer is not None:
+            self._tracer.close()
 
     def __enter__(self) -> Self:
         return self

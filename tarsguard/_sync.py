@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextvars
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -35,12 +37,35 @@ class LoopThread:
             return self._loop
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run ``coro`` on the loop thread and return its result (or raise its exception)."""
-        future = asyncio.run_coroutine_threadsafe(coro, self._ensure())
+        """Run ``coro`` on the loop thread and return its result (or raise its exception).
+
+        The coroutine runs in a copy of the caller's context, so context variables (an active tracing span,
+        for one) carry over.
+        """
+        loop = self._ensure()
+        context = contextvars.copy_context()
+        result: concurrent.futures.Future[T] = concurrent.futures.Future()
+        started: list[asyncio.Task[T]] = []
+
+        def relay(task: asyncio.Task[T]) -> None:
+            if task.cancelled():
+                result.set_exception(concurrent.futures.CancelledError())
+            elif (error := task.exception()) is not None:
+                result.set_exception(error)
+            else:
+                result.set_result(task.result())
+
+        def start() -> None:
+            task = loop.create_task(coro, context=context)
+            started.append(task)
+            task.add_done_callback(relay)
+
+        loop.call_soon_threadsafe(start)
         try:
-            return future.result()
+            return result.result()
         except BaseException:
-            future.cancel()
+            if not result.done():
+                loop.call_soon_threadsafe(lambda: started and started[0].cancel())
             raise
 
     def close(self) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-_ENV = ("TARSGUARD_BASE_URL", "TARSGUARD_MODEL", "TARSGUARD_API_KEY", "TARSGUARD_TIMEOUT")
+_ENV = ("TARSGUARD_BASE_URL", "TARSGUARD_MODEL", "TARSGUARD_API_KEY", "TARSGUARD_TIMEOUT", "TARSGUARD_TRACE")
 
 
 @pytest.fixture(autouse=True)

@@ -705,3 +705,22 @@ def test_merged_steps_across_the_tag_are_shared_out_and_flagged() -> None:
     assert usage.reasoning_tokens + usage.answer_tokens == 6
     assert 1 <= usage.answer_tokens < 6
     assert usage.split_estimated is True
+
+
+_CALLER = __import__("contextvars").ContextVar("caller", default="unset")
+
+
+def test_sync_guard_runs_checks_in_the_callers_context() -> None:
+    seen: list[str] = []
+
+    def script(messages: Sequence[Mapping[str, str]]) -> str:
+        seen.append(_CALLER.get())
+        return "<think>\nok\n</think>\n\nSure."
+
+    guard = Guard(backend=ScriptedBackend(script))
+    token = _CALLER.set("request-42")
+    try:
+        guard.check("q")
+    finally:
+        _CALLER.reset(token)
+    assert seen == ["request-42"]

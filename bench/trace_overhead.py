@@ -1,0 +1,198 @@
+"""Check throughput with each trace sink on vs off, side by side in one run.
+
+Starts the scripted OpenAI-compatible server (tarsguard.testing) in its own process on 127.0.0.1, replying with a
+TARS-format output of realistic length (the same reply as bench/overhead.py), then runs ``AsyncGuard.check`` at
+concurrency 64 in interleaved rounds, in rotating order, under each configuration:
+
+- off: no tracer;
+- jsonl: a ``Tracer`` with a ``JsonlSink`` (built-in redaction on, every verdict kept);
+- sqlite: a ``Tracer`` with a ``SQLiteSink`` (its writer thread's flush is inside the timed run);
+- otel: a ``Tracer`` with ``OTelSpans`` on an OTel SDK ``TracerProvider`` (batch processor, in-memory exporter).
+
+Until ``Guard(trace=...)`` is wired, the tracer is applied around ``AsyncGuard.check`` exactly as the guard will
+apply it: ``with tracer.check(model) as scope: verdict = await guard.check(prompt); scope.record(verdict,
+prompt=prompt)``. Targets (issue 8): throughput >= 0.95x of off with JSONL, >= 0.9x with SQLite. The
+"tracer µs/check" column is the tracer's own time per check: starting the scope (and span), ``scope.record``
+(redaction, serialisation, the write or enqueue) and closing it (describing and ending the span), in this
+thread's CPU time. "client CPU µs/check" is the benchmark process's CPU time per check (every thread, the SQLite
+writer's included); "CPU-bound ratio" is off's CPU per check over the configuration's: the throughput ratio the
+client would see if it, not the server, were the bottleneck. Both CPU columns hold steady when other processes
+share the machine; the throughput ratio does not.
+
+    .venv/bin/python bench/trace_overhead.py [--rounds 5] [--requests 400] [--json results.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from overhead import CONTENT, MESSAGES, MODEL, start_server
+
+from tarsguard import AsyncGuard, Verdict
+from tarsguard.tracing import JsonlSink, OTelSpans, SQLiteSink, Tracer
+
+CONCURRENCY = 64
+TARGETS = {"jsonl": 0.95, "sqlite": 0.90}
+
+
+class Config:
+    """One way of running checks: a tracer (or none) around the same guard."""
+
+    def __init__(self, name: str, tracer: Tracer | None, flush: Callable[[], object] = lambda: None) -> None:
+        self.name = name
+        self.tracer = tracer
+        self.flush = flush
+        self.record_s = 0.0
+        self.records = 0
+
+    async def check(self, guard: AsyncGuard) -> Verdict:
+        tracer = self.tracer
+        if tracer is None:
+            return await guard.check(MESSAGES)
+        # The guard's ``with tracer.check(...) as scope:`` block, spelled out to time the tracer's own share
+        # (CPU time of this thread, so other processes on the machine do not inflate it).
+        started = time.thread_time()
+        scope = tracer.check(model=MODEL)
+        scope.__enter__()
+        spent = time.thread_time() - started
+        try:
+            verdict = await guard.check(MESSAGES)
+            started = time.thread_time()
+            scope.record(verdict, prompt=MESSAGES)
+        except BaseException as exc:
+            scope.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+        scope.__exit__(None, None, None)
+        self.record_s += spent + time.thread_time() - started
+        self.records += 1
+        return verdict
+
+
+def configs(folder: Path) -> list[Config]:
+    found = [
+        Config("off", None),
+        Config("jsonl", Tracer([JsonlSink(folder / "traces.jsonl")])),
+    ]
+    sqlite = SQLiteSink(folder / "traces.db")
+    found.append(Config("sqlite", Tracer([sqlite]), lambda: sqlite.flush(60)))
+    try:
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    except ImportError:
+        return found
+    provider = TracerProvider()
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(BatchSpanProcessor(exporter))
+
+    def flush_spans() -> None:
+        provider.force_flush()
+        exporter.clear()
+
+    found.append(Config("otel", Tracer(spans=OTelSpans(provider)), flush_spans))
+    return found
+
+
+async def run_batch(config: Config, guard: AsyncGuard, requests: int) -> tuple[float, float]:
+    """Run ``requests`` checks with ``CONCURRENCY`` in flight (sink flush included).
+
+    Returns checks per second, and this process's CPU time per check in µs (all threads: the SQLite writer too).
+    """
+    remaining = iter(range(requests))
+
+    async def worker() -> None:
+        for _ in remaining:
+            await config.check(guard)
+
+    started, cpu = time.perf_counter(), time.process_time()
+    await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+    config.flush()
+    return requests / (time.perf_counter() - started), (time.process_time() - cpu) / requests * 1e6
+
+
+async def measure(base_url: str, stream: bool, rounds: int, requests: int, folder: Path) -> dict[str, dict[str, Any]]:
+    guard = AsyncGuard(base_url, model=MODEL, stream=stream, max_retries=0)
+    runs = configs(folder)
+    for config in runs:  # warm up: pools, pydantic, sinks' files and threads
+        await run_batch(config, guard, 256)
+        config.record_s, config.records = 0.0, 0
+    throughput: dict[str, list[float]] = {c.name: [] for c in runs}
+    cpu: dict[str, list[float]] = {c.name: [] for c in runs}
+    for round_ in range(rounds):
+        shift = round_ % len(runs)
+        for config in runs[shift:] + runs[:shift]:
+            rps, cpu_us = await run_batch(config, guard, requests)
+            throughput[config.name].append(rps)
+            cpu[config.name].append(cpu_us)
+    await guard.aclose()
+    results: dict[str, dict[str, Any]] = {}
+    for config in runs:
+        stats = config.tracer.stats() if config.tracer else None
+        results[config.name] = {
+            "rps": statistics.median(throughput[config.name]),
+            "cpu_us": statistics.median(cpu[config.name]),
+            "record_us": config.record_s / config.records * 1e6 if config.records else 0.0,
+            "failed": sum(s.failed + s.dropped for s in stats.sinks) + stats.failed if stats else 0,
+        }
+        if config.tracer:
+            config.tracer.close()
+    return results
+
+
+def table(results: dict[str, dict[str, dict[str, Any]]]) -> str:
+    lines = [
+        "| mode | trace | c=64 throughput | vs off | target | client CPU µs/check | CPU-bound ratio | tracer µs/check "
+        "| sink failures |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for mode, by_config in results.items():
+        off, off_cpu = by_config["off"]["rps"], by_config["off"]["cpu_us"]
+        for name, r in by_config.items():
+            target = TARGETS.get(name)
+            verdict = "" if target is None else f">= {target:.2f}x {'met' if r['rps'] / off >= target else 'MISSED'}"
+            lines.append(
+                f"| {mode} | {name} | {r['rps']:.0f} req/s | {r['rps'] / off:.2f}x | {verdict} "
+                f"| {r['cpu_us']:.0f} | {off_cpu / r['cpu_us']:.2f}x | {r['record_us']:.0f} | {r['failed']} |"
+            )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--requests", type=int, default=400, help="checks per round and configuration")
+    parser.add_argument("--json", type=Path, help="also write the results as JSON here")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        replies = folder / "replies.jsonl"
+        replies.write_text(json.dumps({"content": CONTENT}) + "\n")
+        proc, base_url = start_server(replies)
+        try:
+            results = {
+                "streamed (default)": asyncio.run(measure(base_url, True, args.rounds, args.requests, folder / "s")),
+                "not streamed": asyncio.run(measure(base_url, False, args.rounds, args.requests, folder / "n")),
+            }
+        finally:
+            proc.terminate()
+            proc.wait(10)
+    print(
+        f"scripted server on loopback, ~{len(CONTENT.split())}-word TARS-format reply, c={CONCURRENCY}, "
+        f"{args.rounds} interleaved rounds of {args.requests} checks per configuration, medians; {sys.platform}"
+    )
+    print(table(results))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

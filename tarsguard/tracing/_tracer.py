@@ -1,0 +1,310 @@
+"""The tracer a guard calls once per check: redaction, sampling, sinks and the check's span, never raising."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+from .._config import ENV_TRACE
+from .._exceptions import ConfigurationError
+from .._input import Prompt, to_messages
+from .._types import Verdict
+from ._otel import OTelSpans
+from ._record import TraceRecord, build_record, check_rate, keep_rate
+from ._redact import RedactSpec, make_redactor
+from ._sink import SinkStats, SinkStatus, TraceSink
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
+
+__all__ = ["ENV_TRACE", "CheckScope", "TraceSpec", "Tracer", "TracerStats", "resolve_tracer"]
+
+"""Where traces go when ``trace=`` is not given: comma-separated ``*.jsonl`` paths, ``sqlite:///path.db`` URLs,
+``otel``."""
+
+TraceSpec = str | TraceSink | OTelSpans | Sequence[str | TraceSink | OTelSpans]
+"""Trace destinations: a spec string (comma-separated), a sink, ``OTelSpans``, or a list of them."""
+
+_SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
+
+
+@dataclass(frozen=True, slots=True)
+class TracerStats:
+    """What a tracer has done: verdicts recorded, verdicts sampled out, internal failures, and each sink's counts.
+
+    ``failed`` counts verdicts lost before any sink saw them (a redaction callable that raised, say).
+    """
+
+    recorded: int
+    sampled_out: int
+    failed: int
+    sinks: tuple[SinkStats, ...]
+
+
+class Tracer:
+    """Records each verdict in every sink and describes each check on an OpenTelemetry span.
+
+    Text is passed through ``redact`` (built-in patterns for emails, phone numbers, card numbers and API-key
+    shapes by default; ``False`` for none; or a list of built-in names and callables) before any sink or span
+    sees it. Declines, partial and undetermined verdicts are always kept; answered ones are kept at rate
+    ``sample``. The prompt is stored, and text is attached to spans, only with ``capture_content=True``.
+    A failing sink never fails a check: its first failure is logged once and every failure is counted
+    (``stats()``).
+    """
+
+    def __init__(
+        self,
+        sinks: TraceSink | Iterable[TraceSink] = (),
+        *,
+        spans: OTelSpans | bool = False,
+        redact: RedactSpec = True,
+        sample: float = 1.0,
+        capture_content: bool = False,
+        owned: Iterable[TraceSink] = (),
+    ) -> None:
+        listed = [sinks] if isinstance(sinks, TraceSink) else list(sinks)
+        for sink in listed:
+            if not isinstance(sink, TraceSink):
+                raise ConfigurationError(f"{sink!r} is not a trace sink (it needs write() and close())")
+        self._sinks: tuple[tuple[TraceSink, SinkStatus, bool], ...] = tuple(
+            (sink, *_status_of(sink)) for sink in listed
+        )
+        self._owned = tuple(owned)
+        self._spans: OTelSpans | None = OTelSpans() if spans is True else (spans or None)
+        self._redactor = make_redactor(redact)
+        self._rate = check_rate(sample)
+        self.capture_content = capture_content
+        self._lock = threading.Lock()
+        self._recorded = 0
+        self._sampled_out = 0
+        self._status = SinkStatus("tracer")
+
+    @property
+    def sinks(self) -> tuple[TraceSink, ...]:
+        """The sinks records go to."""
+        return tuple(sink for sink, _, _ in self._sinks)
+
+    @property
+    def spans(self) -> OTelSpans | None:
+        """Where check spans go, if anywhere."""
+        return self._spans
+
+    def check(self, model: str | None = None) -> CheckScope:
+        """A context manager around one check: the check's span (if spans are on) lasts while it is open.
+
+        Call ``scope.record(verdict, prompt=...)`` inside it; an exception leaving it is recorded on the span.
+        """
+        return CheckScope(self, model)
+
+    def record(self, verdict: Verdict, *, prompt: Prompt | None = None) -> TraceRecord | None:
+        """Send ``verdict`` (redacted) to every sink; returns the record, or ``None`` if sampled out. Never raises.
+
+        ``prompt`` is what was checked; it is stored only with ``capture_content=True``.
+        """
+        try:
+            return self._record(verdict, prompt, for_span=False)
+        except Exception as exc:
+            self._status.failed(exc)
+            return None
+
+    def _record(self, verdict: Verdict, prompt: Prompt | None, *, for_span: bool) -> TraceRecord | None:
+        rate = keep_rate(verdict, self._rate) if self._sinks else None
+        with self._lock:
+            if rate is None:
+                self._sampled_out += bool(self._sinks)
+            else:
+                self._recorded += 1
+        if rate is None and not for_span:
+            return None
+        messages = to_messages(prompt) if self.capture_content and prompt is not None else None
+        record = build_record(verdict, self._redactor, rate or 1.0, messages)
+        if rate is None:
+            return record
+        for sink, status, counted_here in self._sinks:
+            try:
+                sink.write(record)
+            except Exception as exc:
+                status.failed(exc)
+                continue
+            if counted_here:
+                status.wrote()
+        return record
+
+    def stats(self) -> TracerStats:
+        """Counts so far, for this tracer and each of its sinks."""
+        with self._lock:
+            recorded, sampled_out = self._recorded, self._sampled_out
+        return TracerStats(
+            recorded=recorded,
+            sampled_out=sampled_out,
+            failed=self._status.snapshot().failed,
+            sinks=tuple(status.snapshot() for _, status, _ in self._sinks),
+        )
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait for sinks that write in the background; ``False`` if one did not finish in time."""
+        done = True
+        for sink, _, _ in self._sinks:
+            flush = getattr(sink, "flush", None)
+            if flush is not None:
+                done = bool(flush(timeout)) and done
+        return done
+
+    def close(self) -> None:
+        """Close the sinks this tracer opened itself (from spec strings); flush the others."""
+        for sink, status, _ in self._sinks:
+            try:
+                if any(sink is owned for owned in self._owned):
+                    sink.close()
+                elif (flush := getattr(sink, "flush", None)) is not None:
+                    flush()
+            except Exception as exc:
+                status.failed(exc)
+
+    def __repr__(self) -> str:
+        parts = [repr(sink) for sink in self.sinks] + (["OTelSpans"] if self._spans else [])
+        return f"Tracer([{', '.join(parts)}], sample={self._rate:g})"
+
+
+class CheckScope:
+    """The tracing of one check: its span (when spans are on) and its record."""
+
+    __slots__ = ("_error", "_model", "_record", "_span", "_token", "_tracer", "_verdict")
+
+    def __init__(self, tracer: Tracer, model: str | None) -> None:
+        self._tracer = tracer
+        self._model = model
+        self._span: Span | None = None
+        self._token: object = None
+        self._verdict: Verdict | None = None
+        self._record: TraceRecord | None = None
+
+    def __enter__(self) -> CheckScope:
+        spans = self._tracer._spans
+        if spans is not None:
+            try:
+                self._span, self._token = spans.start(self._model)
+            except Exception as exc:
+                self._tracer._status.failed(exc)
+        return self
+
+    def record(self, verdict: Verdict, *, prompt: Prompt | None = None) -> None:
+        """Record the check's verdict in the sinks, and keep it for the span. Never raises."""
+        tracer = self._tracer
+        self._verdict = verdict
+        try:
+            self._record = tracer._record(verdict, prompt, for_span=self._span is not None and tracer.capture_content)
+        except Exception as exc:
+            tracer._status.failed(exc)
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        span, spans = self._span, self._tracer._spans
+        if span is None or spans is None:
+            return
+        tracer = self._tracer
+        try:
+            spans.finish(
+                span,
+                self._token,
+                verdict=self._verdict,
+                record=self._record if tracer.capture_content else None,
+                error=exc,
+                redactor=tracer._redactor,
+            )
+        except Exception as failure:
+            tracer._status.failed(failure)
+
+
+def _status_of(sink: TraceSink) -> tuple[SinkStatus, bool]:
+    """The sink's own status if it keeps one (it then counts its writes itself), else a new one."""
+    status = getattr(sink, "status", None)
+    if isinstance(status, SinkStatus):
+        return status, False
+    return SinkStatus(str(getattr(sink, "name", None) or type(sink).__name__)), True
+
+
+def resolve_tracer(
+    trace: TraceSpec | Tracer | bool | None = None,
+    *,
+    redact: RedactSpec = None,
+    sample: float | None = None,
+) -> Tracer | None:
+    """The tracer for a guard's ``trace=`` argument, or from ``TARSGUARD_TRACE`` when it is ``None``.
+
+    ``trace`` may be a ``Tracer`` (used as is), a sink, ``OTelSpans``, a spec string (``traces.jsonl``,
+    ``sqlite:///traces.db``, ``otel``; comma-separated for several) or a list of these. ``False``, an empty
+    list or an unset ``TARSGUARD_TRACE`` mean no tracing (``None``). ``redact`` and ``sample`` configure a
+    tracer built here (defaults: built-in redactions, keep everything).
+    """
+    if trace is False:
+        return None
+    if trace is True:
+        raise ConfigurationError(f"trace=True is not a destination; give a path, a sink, or set {ENV_TRACE}")
+    if isinstance(trace, Tracer):
+        if redact is not None or sample is not None:
+            raise ConfigurationError("configure redaction and sampling on the Tracer itself, not beside it")
+        return trace
+    source = "trace="
+    if trace is None:
+        trace = os.environ.get(ENV_TRACE, "").strip()
+        source = ENV_TRACE
+        if not trace:
+            return None
+    items = [trace] if isinstance(trace, str | TraceSink | OTelSpans) else list(trace)
+    sinks: list[TraceSink] = []
+    owned: list[TraceSink] = []
+    spans: OTelSpans | None = None
+    for item in items:
+        if isinstance(item, OTelSpans):
+            spans = item
+        elif isinstance(item, str):
+            for spec in filter(None, (part.strip() for part in item.split(","))):
+                made = _from_spec(spec, source)
+                if isinstance(made, OTelSpans):
+                    spans = made
+                else:
+                    sinks.append(made)
+                    owned.append(made)
+        elif isinstance(item, TraceSink):
+            sinks.append(item)
+        else:
+            raise ConfigurationError(f"{source}: {item!r} is not a trace destination")
+    if not sinks and spans is None:
+        return None
+    return Tracer(
+        sinks,
+        spans=spans or False,
+        redact=True if redact is None else redact,
+        sample=check_rate(sample),
+        owned=owned,
+    )
+
+
+def _from_spec(spec: str, source: str) -> TraceSink | OTelSpans:
+    lowered = spec.lower()
+    if lowered in ("otel", "opentelemetry"):
+        return OTelSpans()
+    if lowered.startswith("sqlite:"):
+        if not spec.startswith("sqlite:///") or len(spec) == len("sqlite:///"):
+            raise ConfigurationError(f"{source}: {spec!r}: write sqlite:///relative.db or sqlite:////absolute.db")
+        from ._sqlite import SQLiteSink
+
+        return SQLiteSink(spec)
+    if lowered.endswith(".jsonl"):
+        from ._jsonl import JsonlSink
+
+        return JsonlSink(spec)
+    if lowered.endswith(_SQLITE_SUFFIXES):
+        from ._sqlite import SQLiteSink
+
+        return SQLiteSink(spec)
+    raise ConfigurationError(
+        f"{source}: cannot tell where {spec!r} goes; give a path ending in .jsonl, a sqlite:///path.db URL "
+        f"(or a path ending in .db), or otel"
+    )
