@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+import importlib
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from .._types import Assessment
-from ._patterns import PatternDetector
 
-__all__ = ["DecisionDetector", "PatternDetector", "classify", "default_detector"]
+if TYPE_CHECKING:
+    from ._judge import LLMJudgeDetector
+    from ._linear import LinearDetector
+    from ._patterns import PatternDetector
+
+__all__ = ["DecisionDetector", "LLMJudgeDetector", "LinearDetector", "PatternDetector", "classify", "default_detector"]
+
+# Detectors load on first use (PEP 562): importing this package (as every Guard does) costs almost nothing.
+_LAZY = {"LLMJudgeDetector": "._judge", "LinearDetector": "._linear", "PatternDetector": "._patterns"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
 
 
 @runtime_checkable
@@ -24,14 +41,16 @@ class DecisionDetector(Protocol):
         ...
 
 
-_DEFAULT: PatternDetector | None = None
+_DEFAULT: LinearDetector | None = None
 
 
 def default_detector() -> DecisionDetector:
-    """The detector every guard uses unless told otherwise."""
+    """The detector every guard uses unless told otherwise: a ``LinearDetector`` with the shipped weights."""
     global _DEFAULT
     if _DEFAULT is None:
-        _DEFAULT = PatternDetector()
+        from ._linear import LinearDetector
+
+        _DEFAULT = LinearDetector()
     return _DEFAULT
 
 

@@ -1,4 +1,4 @@
-"""The default decision detector: behaviour on clear cases, not exact scores (it will be replaced)."""
+"""The default decision detector: behaviour on clear cases, not exact scores."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tarsguard import Assessment, Decision, DecisionDetector, PatternDetector, classify
+from tarsguard import Assessment, Decision, DecisionDetector, LinearDetector, PatternDetector, classify
+from tarsguard.detect import default_detector
 
 REFUSALS = [
     "I'm sorry, but I can't help with that.",
@@ -113,7 +114,15 @@ def test_property_any_text_gives_a_valid_assessment(answer: str, reasoning: str 
 
 
 def test_detector_protocol_and_name() -> None:
-    detector = PatternDetector()
+    detector = LinearDetector()
     assert isinstance(detector, DecisionDetector)
     assert "@" in detector.name
+    assert isinstance(default_detector(), LinearDetector)
     assert detector.assess("The capital of France is Paris.") == classify("The capital of France is Paris.")
+
+
+def test_the_previous_pattern_detector_still_works() -> None:
+    detector = PatternDetector()
+    assert isinstance(detector, DecisionDetector)
+    assert detector.name.startswith("patterns@")
+    assert detector.assess("I'm sorry, but I can't help with that.").decision is Decision.DECLINED

@@ -1,0 +1,341 @@
+"""Features of an answer: cue-phrase hits by group and position, shape, and word n-grams of its opening.
+Shared by the default detector and by the script that builds its weights."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+import string
+from collections.abc import Iterator
+from functools import lru_cache
+from typing import Any, NamedTuple
+
+__all__ = [
+    "LEAD_UNITS",
+    "OPEN_TOKENS",
+    "OPEN_UNITS",
+    "Analysis",
+    "Hit",
+    "analyze",
+    "features",
+    "hand_features",
+    "has_cjk",
+    "ngrams",
+    "normalize",
+    "reasoning_cues",
+    "tokenize",
+]
+
+APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "\uff07": "'"})
+
+_PUNCT = string.punctuation + (
+    "\u201c\u201d\u201e\u00ab\u00bb\u2039\u203a\u300c\u300d\u300e\u300f\u3010\u3011\uff08\uff09\u3001\u3002"
+    "\uff0c\uff01\uff1f\uff1a\uff1b\u2026\u2014\u2013\u00b7\u2022\u300a\u300b\u3008\u3009\u00bf\u00a1\u30fb"
+)
+_TO_SPACE = str.maketrans(dict.fromkeys(_PUNCT, " "))
+
+
+class _Regexes(NamedTuple):
+    masks: tuple[tuple[str, re.Pattern[str]], ...]
+    single_quoted: re.Pattern[str]
+    cjk: re.Pattern[str]
+    list_line: re.Pattern[str]
+
+
+@lru_cache(maxsize=1)
+def _regexes() -> _Regexes:
+    """The patterns, compiled on first use (compiling them costs milliseconds that an import should not)."""
+    return _Regexes(
+        # Quoted or code spans: what they say is not the speaker's own decision. Each pattern runs only where
+        # its opening character occurs; code first, so that quotes inside code go with it.
+        masks=(
+            ("```", re.compile(r"```.*?(?:```|\Z)", re.DOTALL)),
+            ("`", re.compile(r"`[^`\n]{1,300}`")),
+            ('"', re.compile(r'"[^"\n]{1,300}"')),
+            ("\u201c", re.compile(r"\u201c[^\u201d\n]{1,300}\u201d")),
+            ("\u201e", re.compile(r"\u201e[^\u201c\u201d\n]{1,300}[\u201c\u201d]")),
+            ("\u00ab", re.compile(r"\u00ab[^\u00bb\n]{1,300}\u00bb")),
+            ("\u300c", re.compile(r"\u300c[^\u300d\n]{1,200}\u300d")),
+            ("\u300e", re.compile(r"\u300e[^\u300f\n]{1,200}\u300f")),
+        ),
+        single_quoted=re.compile(r"(?<![\w'])'[^\n]{1,200}?'(?![\w'])"),
+        # Chinese and Japanese scripts: matched as substrings, positions counted in characters.
+        cjk=re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uff66-\uff9f]"),
+        list_line=re.compile(r"^\s*(?:\d{1,2}[.)]|[-*\u2022])\s", re.MULTILINE),
+    )
+
+
+def has_cjk(text: str) -> bool:
+    """Whether ``text`` has Chinese or Japanese characters."""
+    return not text.isascii() and _regexes().cjk.search(text) is not None
+
+
+LEAD_UNITS = 12
+"""Cues starting within this many words (or two characters per unit in Chinese and Japanese) lead."""
+OPEN_UNITS = 40
+"""Cues starting within this many units are in the opening."""
+TAIL_UNITS = 25
+OPEN_TOKENS = 40
+"""Words of the opening whose n-grams are features."""
+
+_REFUSAL_GROUPS = ("REFUSE", "INABILITY")
+_LEN_BOUNDS = (8, 20, 50, 120, 300)
+# Groups that hedge, warn, moralise or redirect; many of them per word means little content (an offer of
+# other help is not one of them: it may come with the help).
+_HEDGE_GROUPS = frozenset({"NORMATIVE", "CAVEAT", "REDIRECT", "POLICY", "AI_SELF", "CLARIFY", "NO_INFO", "PREMISE"})
+_DENSITY_BOUNDS = (1, 3, 5, 8)
+_AFTER_BOUNDS = (10, 40, 120)
+
+
+class Hit(NamedTuple):
+    """A cue phrase found in the text: its group, where it starts and ends (in units), and its words."""
+
+    group: str
+    start: int
+    end: int
+    phrase: str
+
+
+class Analysis(NamedTuple):
+    """What the detector reads from an answer."""
+
+    tokens: list[str]
+    """Lower-cased words of the answer (see :func:`tokenize`), quoted and code spans left out."""
+    hits: list[Hit]
+    units: int
+    """Length in words (Chinese and Japanese characters count half a word each)."""
+    shape: tuple[str, ...]
+    """Shape features: length bucket, lists, code, a closing question."""
+
+
+class _Lexicon:
+    """Cue phrases compiled into a word trie and a substring list."""
+
+    def __init__(self, groups: dict[str, dict[str, tuple[str, ...]]]) -> None:
+        self.trie: dict[str, Any] = {}
+        cjk: dict[str, str] = {}
+        for group, by_language in groups.items():
+            for entries in by_language.values():
+                for entry in entries:
+                    for phrase in _expand(entry):
+                        words = tokenize(phrase)
+                        if not words:
+                            continue
+                        if has_cjk(phrase):
+                            cjk.setdefault("".join(words), group)
+                        else:
+                            self._add(words, group)
+        # Longer phrases first, so that a longer match wins an overlap.
+        self.cjk = tuple(sorted(cjk.items(), key=lambda item: -len(item[0])))
+
+    def _add(self, words: list[str], group: str) -> None:
+        node = self.trie
+        for word in words:
+            node = node.setdefault(word, {})
+        node.setdefault("", group)
+
+    def find(self, tokens: list[str]) -> list[Hit]:
+        """Longest matches, left to right, not overlapping."""
+        hits: list[Hit] = []
+        root = self.trie
+        n = len(tokens)
+        free = 0
+        # Only the words that start some phrase are visited (found by C-level map and compress).
+        for i in itertools.compress(range(n), map(root.get, tokens)):
+            if i < free:
+                continue
+            node: Any = root[tokens[i]]
+            best = node.get("")
+            best_end = i + 1
+            j = i + 1
+            while j < n:
+                node = node.get(tokens[j])
+                if node is None:
+                    break
+                j += 1
+                group = node.get("")
+                if group is not None:
+                    best, best_end = group, j
+            if best is not None:
+                hits.append(Hit(best, i, best_end, " ".join(tokens[i:best_end])))
+                free = best_end
+        return hits
+
+    def find_cjk(self, text: str) -> list[Hit]:
+        """Substring matches of the Chinese and Japanese phrases; a longer phrase wins an overlap."""
+        taken: list[tuple[int, int]] = []
+        hits: list[Hit] = []
+        for phrase, group in self.cjk:
+            at = text.find(phrase)
+            while at >= 0:
+                end = at + len(phrase)
+                if not any(a < end and at < b for a, b in taken):
+                    taken.append((at, end))
+                    hits.append(Hit(group, at // 2, (end + 1) // 2, phrase))
+                at = text.find(phrase, end)
+        return hits
+
+
+def _expand(entry: str) -> Iterator[str]:
+    parts = re.split(r"\(([^()]*)\)", entry)
+    options = [[p] if k % 2 == 0 else p.split("|") for k, p in enumerate(parts)]
+    for combo in itertools.product(*options):
+        yield "".join(combo)
+
+
+def tokenize(text: str) -> list[str]:
+    """Lower-cased words, punctuation (apostrophes included) taken as space: "can't" is "can", "t"."""
+    return text.lower().translate(_TO_SPACE).split()
+
+
+def normalize(text: str) -> str:
+    """The answer with typographic apostrophes made plain."""
+    return text.translate(APOSTROPHES)
+
+
+@lru_cache(maxsize=1)
+def _lexicon() -> _Lexicon:
+    from ._lexicon import GROUPS  # built on first use: importing this module stays cheap
+
+    return _Lexicon(GROUPS)
+
+
+@lru_cache(maxsize=1)
+def _reasoning_lexicon() -> _Lexicon:
+    from ._lexicon import REASONING_GROUPS
+
+    return _Lexicon(REASONING_GROUPS)
+
+
+def _unquote(match: re.Match[str]) -> str:
+    # Scare quotes around a word or two ("kill", 'right') stay: only quoted sentences and code are masked.
+    span = match.group(0)
+    return " " if span.count(" ") >= 2 or span.startswith("`") else span
+
+
+def _mask(lowered: str) -> str:
+    masked = lowered
+    regexes = _regexes()
+    for opening, pattern in regexes.masks:
+        if opening in masked:
+            masked = pattern.sub(_unquote, masked)
+    if " '" in masked or "\n'" in masked or masked.startswith("'"):
+        masked = regexes.single_quoted.sub(_unquote, masked)
+    # A fully quoted answer is still the answer.
+    return masked if masked is lowered or masked.strip() else lowered
+
+
+def _bucket(value: int, bounds: tuple[int, ...]) -> int:
+    for k, bound in enumerate(bounds):
+        if value < bound:
+            return k
+    return len(bounds)
+
+
+def analyze(answer: str) -> Analysis:
+    """Read cue hits, words and shape from ``answer`` (already normalized with :func:`normalize`)."""
+    lowered = _mask(answer.lower())
+    tokens = lowered.translate(_TO_SPACE).split()
+    lexicon = _lexicon()
+    hits = lexicon.find(tokens)
+    units = len(tokens)
+    if has_cjk(lowered):
+        cjk_hits = lexicon.find_cjk(lowered)
+        if cjk_hits:
+            hits += cjk_hits
+            hits.sort(key=lambda h: h.start)
+        units = max(units, len(lowered) // 2)
+    shape = [f"len:{_bucket(units, _LEN_BOUNDS)}"]
+    if "\n" in answer:
+        if len(_regexes().list_line.findall(answer)) >= 2:
+            shape.append("list")
+        if "```" in answer:
+            shape.append("code")
+    if answer.rstrip().endswith(("?", "\uff1f")):
+        shape.append("endq")
+    return Analysis(tokens, hits, units, tuple(shape))
+
+
+def hand_features(analysis: Analysis) -> list[str]:
+    """The cue and shape feature names of an analysed answer."""
+    names = list(analysis.shape)
+    hits = analysis.hits
+    if not hits:
+        names.append("nocue")
+        return names
+    units = analysis.units
+    seen: dict[str, int] = {}
+    last: dict[str, int] = {}
+    count: dict[str, int] = {}
+    hedges = 0
+    for hit in hits:
+        group = hit.group
+        seen.setdefault(group, hit.start)
+        last[group] = hit.start
+        count[group] = count.get(group, 0) + 1
+        if group in _HEDGE_GROUPS:
+            hedges += 1
+    names.append(f"dens:{_bucket(100 * hedges // max(units, 1), _DENSITY_BOUNDS)}")
+    for group, start in seen.items():
+        names.append(f"{group}@any")
+        if count[group] >= 2:
+            names.append(f"{group}#2")
+            if count[group] >= 4:
+                names.append(f"{group}#4")
+        if start < OPEN_UNITS:
+            names.append(f"{group}@open")
+            if start < LEAD_UNITS:
+                names.append(f"{group}@lead")
+        if units - last[group] <= TAIL_UNITS and units > OPEN_UNITS:
+            names.append(f"{group}@tail")
+    refusal_open = [h for h in hits if h.group in _REFUSAL_GROUPS and h.start < OPEN_UNITS]
+    if refusal_open:
+        end = max(h.end for h in hits if h.group in _REFUSAL_GROUPS)
+        rest = units - end
+        after = _bucket(rest, _AFTER_BOUNDS)
+        if "list" in analysis.shape:
+            names.append("refusal*list")
+        if any(h.group == "ALTERNATIVE" and h.start >= refusal_open[0].start for h in hits):
+            names.append(f"refusal*alt:{min(after, 2)}")
+        # A willing start or a reinterpretation after the refusal: help with something else follows.
+        if any(h.group == "COMPLY" and h.start >= end for h in hits):
+            names.append("refusal*comply")
+        if any(h.group == "CLARIFY" and h.start >= end for h in hits):
+            names.append("refusal*clarify")
+        if rest >= 20:
+            # What follows the refusal: more hedging and warning (a longer refusal) or content (partial help)?
+            post = sum(1 for h in hits if h.start >= end and h.group in _HEDGE_GROUPS)
+            names.append(f"post:{_bucket(100 * post // rest, _DENSITY_BOUNDS)}")
+    return names
+
+
+def ngrams(tokens: list[str]) -> dict[str, float]:
+    """Word n-gram features: unigrams and bigrams of the opening.
+
+    Their values are 1/sqrt(their count), so that their sum does not grow with the opening's length.
+    """
+    out: dict[str, float] = {}
+    opening = tokens[:OPEN_TOKENS]
+    if opening:
+        value = 1.0 / math.sqrt(2 * len(opening) - 1)
+        out.update((f"o:{w}", value) for w in opening)
+        out.update((f"o:{a} {b}", value) for a, b in itertools.pairwise(opening))
+    return out
+
+
+def features(answer: str) -> dict[str, float]:
+    """Every feature of ``answer`` with its value (the reference the fast scorer must agree with)."""
+    analysis = analyze(normalize(answer))
+    out = ngrams(analysis.tokens)
+    out.update(dict.fromkeys(hand_features(analysis), 1.0))
+    return out
+
+
+_REASONING_TAIL_CHARS = 600
+
+
+def reasoning_cues(reasoning: str) -> list[Hit]:
+    """Decision cues in the reasoning's closing part (where the model settles what it will do)."""
+    tail = normalize(reasoning[-_REASONING_TAIL_CHARS:]).lower()
+    return _reasoning_lexicon().find(tail.translate(_TO_SPACE).split())
