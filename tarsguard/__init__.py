@@ -41,7 +41,9 @@ if TYPE_CHECKING:
         Verdict,
     )
     from .backends import Backend
-    from .detect import DecisionDetector, PatternDetector, classify
+    from .detect import DecisionDetector, LinearDetector, LLMJudgeDetector, PatternDetector, classify
+    from .middleware import Declined, GuardedText, protect, verdict_of, wrap_openai
+    from .tracing import JsonlSink, MemorySink, OTelSpans, SQLiteSink, Tracer, TraceRecord, TraceSink, resolve_tracer
 
 _SOURCES = {
     "._config": ("Timeout",),
@@ -69,7 +71,18 @@ _SOURCES = {
         "Verdict",
     ),
     ".backends": ("Backend",),
-    ".detect": ("DecisionDetector", "PatternDetector", "classify"),
+    ".detect": ("DecisionDetector", "LLMJudgeDetector", "LinearDetector", "PatternDetector", "classify"),
+    ".middleware": ("Declined", "GuardedText", "protect", "verdict_of", "wrap_openai"),
+    ".tracing": (
+        "JsonlSink",
+        "MemorySink",
+        "OTelSpans",
+        "SQLiteSink",
+        "TraceRecord",
+        "TraceSink",
+        "Tracer",
+        "resolve_tracer",
+    ),
 }
 _MODULE_OF = {name: module for module, names in _SOURCES.items() for name in names}
 
@@ -84,25 +97,40 @@ __all__ = [
     "ConfigurationError",
     "Decision",
     "DecisionDetector",
+    "Declined",
     "ErrorInfo",
     "Guard",
+    "GuardedText",
     "Health",
     "InvalidInput",
+    "JsonlSink",
+    "LLMJudgeDetector",
+    "LinearDetector",
+    "MemorySink",
     "Message",
+    "OTelSpans",
     "ParsedOutput",
     "PatternDetector",
     "Prompt",
+    "SQLiteSink",
     "SamplingOverrides",
     "SamplingParams",
     "TarsGuardError",
     "Timeout",
     "Timings",
     "Trace",
+    "TraceRecord",
+    "TraceSink",
+    "Tracer",
     "Usage",
     "Verdict",
     "__version__",
     "classify",
     "parse_output",
+    "protect",
+    "resolve_tracer",
+    "verdict_of",
+    "wrap_openai",
 ]
 
 

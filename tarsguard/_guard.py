@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
-from typing import TYPE_CHECKING, Self, TypedDict, Unpack
+from typing import TYPE_CHECKING, Any, Self, TypedDict, TypeVar, Unpack, overload
 
 from ._config import (
     DEFAULT_MAX_RETRIES,
@@ -35,9 +35,12 @@ from .backends._base import Backend, GenerationEnd, GenerationRequest
 from .detect import DecisionDetector, default_detector
 
 if TYPE_CHECKING:
+    from .middleware import ProtectOptions
     from .tracing import RedactSpec, Tracer, TraceSpec
 
 __all__ = ["AsyncGuard", "CheckResult", "Guard", "SamplingOverrides"]
+
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 logger = logging.getLogger("tarsguard")
 
@@ -156,6 +159,16 @@ class _GuardCore:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(endpoint={self._backend.endpoint!r}, model={self._model!r})"
+
+    @overload
+    def protect(self, fn: _F, /, **options: Unpack[ProtectOptions]) -> _F: ...
+    @overload
+    def protect(self, fn: None = None, /, **options: Unpack[ProtectOptions]) -> Callable[[_F], _F]: ...
+    def protect(self, fn: Callable[..., Any] | None = None, /, **options: Unpack[ProtectOptions]) -> Any:
+        """Put this guard in front of a chatbot callable, or return a decorator that does; see ``protect``."""
+        from .middleware import protect
+
+        return protect(self, fn, **options)  # type: ignore[call-overload]
 
     # -- the pipeline: input -> backend -> parse -> detect -> verdict ----------------------------------
 

@@ -33,6 +33,7 @@ from ._exceptions import InvalidInput, TarsGuardError
 from ._guard import AsyncGuard, Guard, SamplingOverrides
 from ._types import Decision, Verdict
 from .detect import classify as classify_answer
+from .tracing._cli import traces_app
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE = 0, 1, 2
 EXIT_DECISION = {Decision.ANSWERED: 0, Decision.DECLINED: 3, Decision.PARTIAL: 4, Decision.UNDETERMINED: 5}
@@ -51,6 +52,7 @@ app = typer.Typer(
     ),
 )
 stderr = Console(stderr=True)
+app.add_typer(traces_app, name="traces")
 
 BaseUrl = Annotated[
     str | None,
@@ -167,6 +169,85 @@ def health(
             table.add_row("detail", escape(report.detail))
         Console().print(table)
     raise typer.Exit(EXIT_OK if report.ok else EXIT_BACKEND)
+
+
+@app.command()
+def proxy(
+    upstream: Annotated[
+        str | None,
+        typer.Option(
+            "--upstream",
+            help="The chatbot's OpenAI-compatible base URL, ending in /v1 [env: TARSGUARD_UPSTREAM_URL; "
+            "its key: TARSGUARD_UPSTREAM_API_KEY]",
+        ),
+    ] = None,
+    guard_url: Annotated[
+        str | None,
+        typer.Option("--guard-url", help="The TARS server's base URL, ending in /v1 [env: TARSGUARD_BASE_URL]"),
+    ] = None,
+    host: Annotated[
+        str, typer.Option("--host", help="Address to listen on; beyond loopback, API keys are required.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port to listen on.")] = 8080,
+    mode: Annotated[
+        str,
+        typer.Option("--mode", help="screen (check, then forward), parallel (both at once), or answer (TARS replies)."),
+    ] = "screen",
+    screen: Annotated[
+        str, typer.Option("--screen", help="What is checked: last (the last user turn) or conversation.")
+    ] = "last",
+    on_error: Annotated[
+        str, typer.Option("--on-error", help="A failed check: decline, or allow the request through.")
+    ] = "decline",
+    guard_model: Annotated[
+        str | None, typer.Option("--guard-model", help="TARS model name [env: TARSGUARD_MODEL; default: auto-detect]")
+    ] = None,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds for one check.")] = 60.0,
+    upstream_timeout: Annotated[
+        float, typer.Option("--upstream-timeout", help="Seconds the upstream may stay silent.")
+    ] = 600.0,
+    decline_message: Annotated[
+        str | None, typer.Option("--decline-message", help="The reply to a decline [default: TARS's own answer].")
+    ] = None,
+    keys_file: Annotated[
+        Path | None,
+        typer.Option("--keys-file", help="Client API keys, one per line [also: TARSGUARD_PROXY_API_KEYS]"),
+    ] = None,
+    log_prompts: Annotated[bool, typer.Option("--log-prompts", help="Log each prompt with its verdict.")] = False,
+    access_log: Annotated[bool, typer.Option("--access-log/--no-access-log", help="Log each HTTP request.")] = True,
+) -> None:
+    """Serve an OpenAI-compatible API that screens prompts with TARS before the upstream answers them."""
+    import logging
+    import os
+
+    try:
+        from .proxy import ProxyConfig, read_keys, serve
+        from .proxy._config import ENV_UPSTREAM_KEY, ENV_UPSTREAM_URL
+    except ImportError as exc:
+        _fail(EXIT_USAGE, f"the proxy needs the server extra (pip install 'tarsguard[server]'): {exc}")
+    with _errors():
+        config = ProxyConfig(
+            upstream=upstream or os.environ.get(ENV_UPSTREAM_URL) or None,
+            guard_url=guard_url,
+            guard_model=guard_model,
+            mode=mode,  # type: ignore[arg-type]
+            screen=screen,  # type: ignore[arg-type]
+            on_error=on_error,  # type: ignore[arg-type]
+            timeout=timeout,
+            upstream_timeout=upstream_timeout,
+            decline_message=decline_message,
+            api_keys=read_keys(keys_file),
+            upstream_api_key=os.environ.get(ENV_UPSTREAM_KEY) or None,
+            log_prompts=log_prompts,
+            host=host,
+            port=port,
+        )
+        # tarsguard's own log lines (failed checks; prompts with --log-prompts) go to stderr beside uvicorn's.
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
+        logging.getLogger("tarsguard").addHandler(handler)
+        logging.getLogger("tarsguard").setLevel(logging.INFO)
+        serve(config, access_log=access_log)
 
 
 def _check_file(
