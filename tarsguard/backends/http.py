@@ -109,7 +109,7 @@ class HTTPBackend:
         usage: dict[str, Any] = {}
         done = False
         buffer = b""
-        decode = _JSON.decode
+        decode = _JSON.raw_decode
         chunks = response.aiter_bytes()
         try:
             async for data in chunks:
@@ -124,14 +124,17 @@ class HTTPBackend:
                 content = reasoning = ""
                 content_steps = reasoning_steps = 0
                 for line in data[:end].split(b"\n"):
-                    if not line.startswith(b"data:"):
+                    if line.startswith(b"data: "):
+                        payload = line[6:]
+                    elif line.startswith(b"data:"):
+                        payload = line[5:].lstrip()
+                    else:
                         continue
-                    payload = line[5:].strip()
-                    if payload == _DONE:
+                    if payload[:1] == b"[" and payload.rstrip() == _DONE:
                         done = True
                         break
                     try:
-                        chunk = decode(payload.decode())
+                        chunk = decode(payload.decode())[0]
                     except ValueError:
                         raise BackendError(f"malformed stream event: {payload[:200]!r}") from None
                     if not isinstance(chunk, dict):
