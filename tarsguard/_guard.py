@@ -332,28 +332,18 @@ class _GuardCore:
             error.kind,
             self._on_error,
         )
-        status = error.status_code if isinstance(error, BackendError) else None
-        trace = Trace(
+        return error_verdict(
+            error,
+            policy=self._on_error,
+            backend=self._backend,
+            sampling=request.sampling,
+            detector=self._detector.name,
+            started=started,
             verdict_id=verdict_id,
             created_at=created_at,
-            model=request.model or getattr(self._backend, "model", None),
-            backend=self._backend.kind,
-            endpoint=self._backend.endpoint,
-            sampling=request.sampling,
+            model=request.model,
             streamed=request.stream,
-            timings=Timings(total_ms=(time.perf_counter() - started) * 1000),
-            retries=error.retries,
-            detector=self._detector.name,
             raw_output="".join(collected.content) or None,
-            error=ErrorInfo(type=error.kind, message=str(error), status_code=status, policy=self._on_error),
-            version=__version__,
-        )
-        return Verdict(
-            decision=Decision.UNDETERMINED,
-            answer="",
-            confidence=0.0,
-            evidence=(f"the check failed ({error.kind}): {error}",),
-            trace=trace,
         )
 
     async def _check_many(
@@ -520,6 +510,46 @@ def _usage(end: GenerationEnd, collected: _Collected, parsed: ParsedOutput, stre
         reasoning_tokens=reasoning,
         answer_tokens=completion - reasoning,
         split_estimated=not exact,
+    )
+
+
+def error_verdict(
+    error: TarsGuardError,
+    *,
+    policy: ErrorPolicy,
+    backend: Backend,
+    sampling: SamplingParams,
+    detector: str,
+    started: float,
+    verdict_id: str | None = None,
+    created_at: datetime | None = None,
+    model: str | None = None,
+    streamed: bool = False,
+    raw_output: str | None = None,
+) -> Verdict:
+    """The undetermined verdict that stands for a check that failed with ``error`` under ``policy``."""
+    status = error.status_code if isinstance(error, BackendError) else None
+    trace = Trace(
+        verdict_id=verdict_id or uuid.uuid4().hex,
+        created_at=created_at or datetime.now(UTC),
+        model=model or getattr(backend, "model", None),
+        backend=backend.kind,
+        endpoint=backend.endpoint,
+        sampling=sampling,
+        streamed=streamed,
+        timings=Timings(total_ms=(time.perf_counter() - started) * 1000),
+        retries=error.retries,
+        detector=detector,
+        raw_output=raw_output,
+        error=ErrorInfo(type=error.kind, message=str(error), status_code=status, policy=policy),
+        version=__version__,
+    )
+    return Verdict(
+        decision=Decision.UNDETERMINED,
+        answer="",
+        confidence=0.0,
+        evidence=(f"the check failed ({error.kind}): {error}",),
+        trace=trace,
     )
 
 

@@ -9,18 +9,15 @@ import contextvars
 import functools
 import threading
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
 from .._config import Timeout
-from .._exceptions import BackendError, ConfigurationError, InvalidInput, TarsGuardError
-from .._guard import AsyncGuard, Guard
+from .._exceptions import ConfigurationError, InvalidInput, TarsGuardError
+from .._guard import AsyncGuard, Guard, error_verdict
 from .._input import Prompt
 from .._sync import LoopThread
-from .._types import Decision, ErrorInfo, Timings, Trace, Verdict
-from .._version import __version__
+from .._types import Verdict
 
 __all__ = [
     "DEFAULT_DECLINE_MESSAGE",
@@ -305,27 +302,13 @@ class Screener:
 
 def failed_verdict(guard: AnyGuard, error: TarsGuardError, started: float) -> Verdict:
     """An undetermined verdict for a check that raised ``error``, failing closed."""
-    backend = guard.backend
-    status = error.status_code if isinstance(error, BackendError) else None
-    trace = Trace(
-        verdict_id=uuid.uuid4().hex,
-        created_at=datetime.now(UTC),
-        model=getattr(backend, "model", None),
-        backend=backend.kind,
-        endpoint=backend.endpoint,
+    return error_verdict(
+        error,
+        policy="decline",
+        backend=guard.backend,
         sampling=guard.sampling,
-        timings=Timings(total_ms=(time.perf_counter() - started) * 1000),
-        retries=error.retries,
         detector=guard.detector.name,
-        error=ErrorInfo(type=error.kind, message=str(error), status_code=status, policy="decline"),
-        version=__version__,
-    )
-    return Verdict(
-        decision=Decision.UNDETERMINED,
-        answer="",
-        confidence=0.0,
-        evidence=(f"the check failed ({error.kind}): {error}",),
-        trace=trace,
+        started=started,
     )
 
 
