@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+from .._lazy import lazy_getattr
 from .._types import Assessment
 
 if TYPE_CHECKING:
@@ -18,13 +18,7 @@ __all__ = ["DecisionDetector", "LLMJudgeDetector", "LinearDetector", "PatternDet
 _LAZY = {"LLMJudgeDetector": "._judge", "LinearDetector": "._linear", "PatternDetector": "._patterns"}
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 
 @runtime_checkable

@@ -5,8 +5,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from .._lazy import lazy_getattr
 from ._core import DEFAULT_DECLINE_MESSAGE, Declined, GuardedText, Mode, OnDecline, Scope, verdict_of
 from ._protect import GuardedAsyncIterator, GuardedIterator, ProtectOptions, protect
 
@@ -29,9 +30,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name == "wrap_openai":
-        from ._openai import wrap_openai
-
-        return wrap_openai
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, {"wrap_openai": "._openai"})
