@@ -19,10 +19,10 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tarsguard import Assessment, AsyncGuard, Decision
+from tarsguard import AsyncGuard
 from tarsguard.middleware import DEFAULT_DECLINE_MESSAGE
 from tarsguard.proxy import ProxyConfig, ProxyServer
-from tarsguard.testing import Reply, ScriptedServer
+from tarsguard.testing import PhraseDetector, Reply, ScriptedServer
 from tests.support.standin import SERVED_NAME
 
 ANSWERED = "<think>\nBenign.\n</think>\n\nSure, go ahead."
@@ -31,18 +31,6 @@ PARTIAL_ANSWER = "I can't help with that part. However, here is some general bac
 REFUSAL = "I'm sorry, but I can't help with that."
 LONG = {"max_tokens": 256, "extra_body": {"ignore_eos": True}}  # several seconds of generation on CPU
 
-
-class Markers:
-    """Reads the decision from the scripted answers above."""
-
-    name = "test-markers@1"
-
-    def assess(self, answer: str, *, reasoning: str | None = None, prompt: str | None = None) -> Assessment:
-        if answer.startswith("I'm sorry"):
-            return Assessment(decision=Decision.DECLINED, confidence=0.9)
-        if "However" in answer:
-            return Assessment(decision=Decision.PARTIAL, confidence=0.8)
-        return Assessment(decision=Decision.ANSWERED, confidence=0.9)
 
 
 def tars_script(body: dict[str, Any]) -> Reply:
@@ -65,7 +53,7 @@ def tars() -> Iterator[ScriptedServer]:
 
 @pytest.fixture(scope="module", params=["screen", "parallel"])
 def proxy(request: pytest.FixtureRequest, tars: ScriptedServer, vllm_base_url: str) -> Iterator[ProxyServer]:
-    guard = AsyncGuard(tars.base_url, detector=Markers(), max_retries=0)
+    guard = AsyncGuard(tars.base_url, detector=PhraseDetector(), max_retries=0)
     config = ProxyConfig(upstream=vllm_base_url, port=0, mode=request.param)
     with ProxyServer(config, guard=guard) as server:
         yield server
@@ -148,7 +136,7 @@ async def test_async_client_through_the_proxy(proxy: ProxyServer) -> None:
 
 @pytest.fixture(scope="module")
 def parallel_proxy(tars: ScriptedServer, vllm_base_url: str) -> Iterator[ProxyServer]:
-    guard = AsyncGuard(tars.base_url, detector=Markers(), max_retries=0)
+    guard = AsyncGuard(tars.base_url, detector=PhraseDetector(), max_retries=0)
     with ProxyServer(ProxyConfig(upstream=vllm_base_url, port=0, mode="parallel"), guard=guard) as server:
         yield server
 

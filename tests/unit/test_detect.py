@@ -126,3 +126,15 @@ def test_the_previous_pattern_detector_still_works() -> None:
     assert isinstance(detector, DecisionDetector)
     assert detector.name.startswith("patterns@")
     assert detector.assess("I'm sorry, but I can't help with that.").decision is Decision.DECLINED
+
+
+def test_phrase_detector_for_tests_takes_the_first_matching_rule() -> None:
+    from tarsguard.testing import PhraseDetector
+
+    detector = PhraseDetector()
+    assert detector.assess("I'm sorry, but no. However, here is something.").decision is Decision.DECLINED
+    assert detector.assess("Sure. However, be careful.").decision is Decision.PARTIAL
+    assert detector.assess("Sure.").decision is Decision.ANSWERED
+    custom = PhraseDetector([("nope", Decision.DECLINED)], default=Decision.PARTIAL)
+    assert custom.assess("nope").decision is Decision.DECLINED
+    assert custom.assess("I'm sorry").decision is Decision.PARTIAL

@@ -13,7 +13,6 @@ import pytest
 
 import tarsguard
 from tarsguard import (
-    Assessment,
     AsyncGuard,
     BackendUnavailable,
     ConfigurationError,
@@ -30,6 +29,7 @@ from tarsguard import (
 from tarsguard.backends import GenerationEvent, GenerationRequest
 from tarsguard.backends.scripted import ScriptedBackend
 from tarsguard.middleware import DEFAULT_DECLINE_MESSAGE
+from tarsguard.testing import PhraseDetector
 
 ANSWERED = "<think>\nBenign: how to stop a hung process.\n</think>\n\nSure. Run `kill <pid>`."
 DECLINED = "<think>\nThis asks for weapon instructions; harmful.\n</think>\n\nI'm sorry, but I can't help with that."
@@ -40,18 +40,6 @@ PARTIAL = (
 )
 DECLINE_ANSWER = "I'm sorry, but I can't help with that."
 
-
-class Markers:
-    """Reads the decision from the scripted answers above, so these tests do not depend on the real detector."""
-
-    name = "test-markers@1"
-
-    def assess(self, answer: str, *, reasoning: str | None = None, prompt: str | None = None) -> Assessment:
-        if answer.startswith("I'm sorry"):
-            return Assessment(decision=Decision.DECLINED, confidence=0.9)
-        if "However" in answer:
-            return Assessment(decision=Decision.PARTIAL, confidence=0.8)
-        return Assessment(decision=Decision.ANSWERED, confidence=0.9)
 
 
 def judge(messages: Sequence[Mapping[str, str]]) -> str:
@@ -66,12 +54,12 @@ def judge(messages: Sequence[Mapping[str, str]]) -> str:
 
 def sync_guard(**options: Any) -> tuple[Guard, ScriptedBackend]:
     backend = ScriptedBackend(judge)
-    return Guard(backend=backend, detector=Markers(), **options), backend
+    return Guard(backend=backend, detector=PhraseDetector(), **options), backend
 
 
 def async_guard(**options: Any) -> tuple[AsyncGuard, ScriptedBackend]:
     backend = ScriptedBackend(judge)
-    return AsyncGuard(backend=backend, detector=Markers(), **options), backend
+    return AsyncGuard(backend=backend, detector=PhraseDetector(), **options), backend
 
 
 class GatedBackend(ScriptedBackend):
@@ -347,7 +335,7 @@ async def test_async_on_decline_may_be_a_coroutine_function() -> None:
 async def test_parallel_starts_the_chatbot_before_the_verdict() -> None:
     # The guard cannot finish until the chatbot has started: this only completes if both run at once.
     gate = asyncio.Event()
-    guard = AsyncGuard(backend=GatedBackend(gate), detector=Markers())
+    guard = AsyncGuard(backend=GatedBackend(gate), detector=PhraseDetector())
 
     @protect(guard, mode="parallel")
     async def chatbot(prompt: str) -> str:
@@ -360,7 +348,7 @@ async def test_parallel_starts_the_chatbot_before_the_verdict() -> None:
 
 async def test_parallel_holds_a_finished_reply_and_drops_it_on_a_decline() -> None:
     gate = asyncio.Event()
-    guard = AsyncGuard(backend=GatedBackend(gate), detector=Markers())
+    guard = AsyncGuard(backend=GatedBackend(gate), detector=PhraseDetector())
     finished: list[str] = []
 
     @protect(guard, mode="parallel")
@@ -377,7 +365,7 @@ async def test_parallel_holds_a_finished_reply_and_drops_it_on_a_decline() -> No
 async def test_parallel_cancels_the_chatbot_on_a_decline() -> None:
     started, cancelled = asyncio.Event(), asyncio.Event()
     gate = asyncio.Event()
-    guard = AsyncGuard(backend=GatedBackend(gate), detector=Markers())
+    guard = AsyncGuard(backend=GatedBackend(gate), detector=PhraseDetector())
 
     @protect(guard, mode="parallel")
     async def chatbot(prompt: str) -> str:
@@ -475,7 +463,7 @@ async def test_async_generator_screen_and_parallel() -> None:
 
 async def test_parallel_generator_is_held_until_the_verdict_then_flushed() -> None:
     gate = asyncio.Event()
-    guard = AsyncGuard(backend=GatedBackend(gate), detector=Markers())
+    guard = AsyncGuard(backend=GatedBackend(gate), detector=PhraseDetector())
     produced: list[str] = []
 
     async def chatbot(prompt: str) -> AsyncIterator[str]:
@@ -492,7 +480,7 @@ async def test_parallel_generator_is_held_until_the_verdict_then_flushed() -> No
 
 async def test_parallel_generator_is_closed_on_a_decline() -> None:
     gate, closed = asyncio.Event(), asyncio.Event()
-    guard = AsyncGuard(backend=GatedBackend(gate), detector=Markers())
+    guard = AsyncGuard(backend=GatedBackend(gate), detector=PhraseDetector())
 
     async def chatbot(prompt: str) -> AsyncIterator[str]:
         try:

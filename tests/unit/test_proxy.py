@@ -22,11 +22,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
-from tarsguard import Assessment, AsyncGuard, ConfigurationError, Decision
+from tarsguard import AsyncGuard, ConfigurationError
 from tarsguard.cli import app as cli_app
 from tarsguard.middleware import DEFAULT_DECLINE_MESSAGE
 from tarsguard.proxy import ProxyConfig, ProxyServer, is_loopback, read_keys
-from tarsguard.testing import Reply, ScriptedServer
+from tarsguard.testing import PhraseDetector, Reply, ScriptedServer
 
 ANSWERED = "<think>\nBenign.\n</think>\n\nSure. Run `kill <pid>`."
 DECLINED = "<think>\nHarmful.\n</think>\n\nI'm sorry, but I can't help with that."
@@ -38,18 +38,6 @@ LONG = " ".join(f"word{i}" for i in range(200))
 KEY = "proxy-key-0123456789abcdef"
 UPSTREAM_KEY = "upstream-key-0123456789"
 
-
-class Markers:
-    """Reads the decision from the scripted answers above, so these tests do not depend on the real detector."""
-
-    name = "test-markers@1"
-
-    def assess(self, answer: str, *, reasoning: str | None = None, prompt: str | None = None) -> Assessment:
-        if answer.startswith("I'm sorry"):
-            return Assessment(decision=Decision.DECLINED, confidence=0.9)
-        if "However" in answer:
-            return Assessment(decision=Decision.PARTIAL, confidence=0.8)
-        return Assessment(decision=Decision.ANSWERED, confidence=0.9)
 
 
 def tars_script(body: dict[str, Any]) -> Reply | str:
@@ -101,7 +89,7 @@ def serve(tars: ScriptedServer, chatbot: ScriptedServer) -> Iterator[Serve]:
     def start(**overrides: Any) -> ProxyServer:
         on_error = overrides.pop("on_error", "decline")
         options: dict[str, Any] = {"upstream": chatbot.base_url, "port": 0, "on_error": on_error, **overrides}
-        guard = AsyncGuard(tars.base_url, detector=Markers(), on_error=on_error, max_retries=0, timeout=10)
+        guard = AsyncGuard(tars.base_url, detector=PhraseDetector(), on_error=on_error, max_retries=0, timeout=10)
         server = ProxyServer(ProxyConfig(**options), guard=guard).start()
         started.append(server)
         return server
@@ -487,7 +475,7 @@ def test_models_health_and_metrics(serve: Serve) -> None:
 
 
 def test_answer_mode_needs_no_upstream(tars: ScriptedServer) -> None:
-    guard = AsyncGuard(tars.base_url, detector=Markers(), max_retries=0)
+    guard = AsyncGuard(tars.base_url, detector=PhraseDetector(), max_retries=0)
     with ProxyServer(ProxyConfig(mode="answer", port=0), guard=guard) as proxy, client(proxy) as c:
         answered = c.chat.completions.with_raw_response.create(model="tars", messages=user("hello"))
         assert answered.parse().choices[0].message.content == "Sure. Run `kill <pid>`."

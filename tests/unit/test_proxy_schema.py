@@ -21,9 +21,9 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tarsguard import Assessment, AsyncGuard, Decision
+from tarsguard import AsyncGuard
 from tarsguard.proxy import ProxyConfig, ProxyServer, create_app
-from tarsguard.testing import ScriptedServer
+from tarsguard.testing import PhraseDetector, ScriptedServer
 
 ANSWERED = "<think>\nBenign.\n</think>\n\nSure. Run `kill <pid>`."
 DECLINED = "<think>\nHarmful.\n</think>\n\nI'm sorry, but I can't help with that."
@@ -40,18 +40,6 @@ CHECKS = [
 ]
 
 
-class Markers:
-    """Reads the decision from the scripted answers above."""
-
-    name = "test-markers@1"
-
-    def assess(self, answer: str, *, reasoning: str | None = None, prompt: str | None = None) -> Assessment:
-        if answer.startswith("I'm sorry"):
-            return Assessment(decision=Decision.DECLINED, confidence=0.9)
-        if "However" in answer:
-            return Assessment(decision=Decision.PARTIAL, confidence=0.8)
-        return Assessment(decision=Decision.ANSWERED, confidence=0.9)
-
 
 @pytest.fixture(scope="module", params=["screen", "parallel"])
 def proxy_url(request: pytest.FixtureRequest) -> Iterator[str]:
@@ -59,7 +47,7 @@ def proxy_url(request: pytest.FixtureRequest) -> Iterator[str]:
         ScriptedServer([ANSWERED, DECLINED, PARTIAL], cycle=True, record=False) as tars,
         ScriptedServer(["Hello from the chatbot."], model="chatbot", record=False) as chatbot,
     ):
-        guard = AsyncGuard(tars.base_url, detector=Markers(), max_retries=0)
+        guard = AsyncGuard(tars.base_url, detector=PhraseDetector(), max_retries=0)
         config = ProxyConfig(upstream=chatbot.base_url, port=0, mode=request.param, api_keys=(KEY,))
         with ProxyServer(config, guard=guard) as proxy:
             yield proxy.base_url.removesuffix("/v1")
