@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -38,18 +39,9 @@ ServerFactory = Callable[..., ScriptedServer]
 
 
 @pytest.fixture
-def serve() -> Iterator[ServerFactory]:
-    servers: list[ScriptedServer] = []
-
-    def start(*args: Any, **kwargs: Any) -> ScriptedServer:
-        kwargs.setdefault("model", MODEL)
-        server = ScriptedServer(*args, **kwargs).start()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.stop()
+def serve(serve: ServerFactory) -> ServerFactory:
+    """The shared factory, serving MODEL unless a test names another."""
+    return functools.partial(serve, model=MODEL)
 
 
 def chats(server: ScriptedServer) -> list[RecordedRequest]:

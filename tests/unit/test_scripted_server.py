@@ -29,21 +29,6 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 ServerFactory = Callable[..., ScriptedServer]
 
 
-@pytest.fixture
-def serve() -> Iterator[ServerFactory]:
-    """Start scripted servers on demand and stop them all after the test."""
-    servers: list[ScriptedServer] = []
-
-    def start(*args: Any, **kwargs: Any) -> ScriptedServer:
-        server = ScriptedServer(*args, **kwargs).start()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.stop()
-
-
 def chat(stream: bool = False, content: str = "How do I stop a stuck process?", **extra: Any) -> dict[str, Any]:
     body: dict[str, Any] = {"model": MODEL, "messages": [{"role": "user", "content": content}], **extra}
     if stream:
