@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,13 +28,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from . import __version__
+from ._cli_io import EXIT_USAGE, fail, open_in, open_out
 from ._exceptions import InvalidInput, TarsGuardError
 from ._guard import AsyncGuard, Guard, SamplingOverrides
 from ._types import Decision, Verdict
 from .detect import classify as classify_answer
 from .tracing._cli import traces_app
 
-EXIT_OK, EXIT_INTERNAL, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_INTERNAL = 0, 1
 EXIT_DECISION = {Decision.ANSWERED: 0, Decision.DECLINED: 3, Decision.PARTIAL: 4, Decision.UNDETERMINED: 5}
 EXIT_BACKEND, EXIT_SOME_FAILED = 6, 7
 
@@ -105,7 +105,7 @@ def check(
         sampling["temperature"] = temperature
     options: dict[str, Any] = {"model": model, "timeout": timeout, "stream": stream}
     if (text is None) == (input is None):
-        _fail(EXIT_USAGE, "give either a prompt TEXT or --input FILE")
+        fail(EXIT_USAGE, "give either a prompt TEXT or --input FILE")
     if input is not None:
         raise typer.Exit(_check_file(input, output, concurrency, base_url, options, sampling))
     assert text is not None
@@ -125,7 +125,7 @@ def classify(
 ) -> None:
     """Read the decision from answers: JSONL in, the same lines plus decision, confidence, evidence out."""
     failed = 0
-    with _open_in(input) as lines, _open_out(output) as out:
+    with open_in(input) as lines, open_out(output) as out:
         for number, line in enumerate(lines, 1):
             if not line.strip():
                 continue
@@ -224,7 +224,7 @@ def proxy(
         from .proxy import ProxyConfig, read_keys, serve
         from .proxy._config import ENV_UPSTREAM_KEY, ENV_UPSTREAM_URL
     except ImportError as exc:
-        _fail(EXIT_USAGE, f"the proxy needs the server extra (pip install 'tarsguard[server]'): {exc}")
+        fail(EXIT_USAGE, f"the proxy needs the server extra (pip install 'tarsguard[server]'): {exc}")
     with _errors():
         config = ProxyConfig(
             upstream=upstream or os.environ.get(ENV_UPSTREAM_URL) or None,
@@ -261,7 +261,7 @@ def _check_file(
     ids: list[Any] = []
     prompts: list[Any] = []
     rejected: dict[int, dict[str, Any]] = {}
-    with _open_in(source) as lines:
+    with open_in(source) as lines:
         for number, line in enumerate(lines, 1):
             if not line.strip():
                 continue
@@ -315,7 +315,7 @@ def _check_file(
             written += 1
         return counts["failed"]
 
-    with _errors(), _open_out(target) as out:
+    with _errors(), open_out(target) as out:
         progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -357,42 +357,10 @@ def _errors() -> Iterator[None]:
     try:
         yield
     except InvalidInput as exc:
-        _fail(EXIT_USAGE, f"invalid input: {exc}")
+        fail(EXIT_USAGE, f"invalid input: {exc}")
     except TarsGuardError as exc:
         code = EXIT_USAGE if exc.kind == "configuration" else EXIT_BACKEND
-        _fail(code, f"{exc.kind}: {exc}")
-
-
-@contextmanager
-def _open_in(path: Path | None) -> Iterator[IO[str]]:
-    if path is None or str(path) == "-":
-        yield sys.stdin
-        return
-    try:
-        handle = path.open(encoding="utf-8")
-    except OSError as exc:
-        _fail(EXIT_USAGE, f"cannot read {path}: {exc.strerror}")
-    with handle:
-        yield handle
-
-
-@contextmanager
-def _open_out(path: Path | None) -> Iterator[IO[str]]:
-    if path is None or str(path) == "-":
-        yield sys.stdout
-        sys.stdout.flush()
-        return
-    try:
-        handle = path.open("w", encoding="utf-8")
-    except OSError as exc:
-        _fail(EXIT_USAGE, f"cannot write {path}: {exc.strerror}")
-    with handle:
-        yield handle
-
-
-def _fail(code: int, message: str) -> None:
-    stderr.print(f"[red]error:[/] {escape(message)}")
-    raise typer.Exit(code)
+        fail(code, f"{exc.kind}: {exc}")
 
 
 def main() -> None:

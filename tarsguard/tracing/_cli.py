@@ -11,20 +11,20 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from .._cli_io import EXIT_USAGE, fail, open_out
 from .._types import Decision
 from ._record import TraceRecord
 from ._store import TraceStore, open_traces, summarize
 
 __all__ = ["traces_app"]
 
-EXIT_USAGE = 2  # also for an unknown verdict id: the same code as any other invalid input
 
 traces_app = typer.Typer(
     name="traces",
@@ -102,15 +102,15 @@ def show(
 ) -> None:
     """Print one record in full, as indented JSON."""
     if len(verdict_id) < 6:
-        _fail(EXIT_USAGE, "give at least 6 characters of the verdict id")
+        fail(EXIT_USAGE, "give at least 6 characters of the verdict id")
     with _opened(path) as store:
         found = store.find(verdict_id)
         _report(store.problems)
     ids = {record.trace.verdict_id for record in found}
     if not found:
-        _fail(EXIT_USAGE, f"no verdict {verdict_id!r} in {path}")
+        fail(EXIT_USAGE, f"no verdict {verdict_id!r} in {path}")
     if len(ids) > 1:
-        _fail(EXIT_USAGE, f"{verdict_id!r} matches {len(ids)} verdicts: {', '.join(sorted(ids)[:5])}")
+        fail(EXIT_USAGE, f"{verdict_id!r} matches {len(ids)} verdicts: {', '.join(sorted(ids)[:5])}")
     typer.echo(json.dumps(found[-1].model_dump(mode="json"), indent=2, ensure_ascii=False))
 
 
@@ -159,9 +159,9 @@ def export(
 ) -> None:
     """Write the records (optionally filtered) as JSONL or CSV."""
     if format not in ("jsonl", "csv"):
-        _fail(EXIT_USAGE, f"--format must be jsonl or csv, not {format!r}")
+        fail(EXIT_USAGE, f"--format must be jsonl or csv, not {format!r}")
     window = _window(since, until)
-    with _opened(path) as store, _out(output) as out:
+    with _opened(path) as store, open_out(output, newline="") as out:
         records = store.records(since=window[0], until=window[1], decision=decision)
         if format == "jsonl":
             for record in records:
@@ -260,27 +260,8 @@ def _opened(path: Path) -> Iterator[TraceStore]:
     try:
         store = open_traces(path)
     except (FileNotFoundError, OSError) as exc:
-        _fail(EXIT_USAGE, f"cannot read {path}: {exc}")
+        fail(EXIT_USAGE, f"cannot read {path}: {exc}")
     try:
         yield store
     finally:
         store.close()
-
-
-@contextmanager
-def _out(path: Path | None) -> Iterator[IO[str]]:
-    if path is None or str(path) == "-":
-        yield sys.stdout
-        sys.stdout.flush()
-        return
-    try:
-        handle = path.open("w", encoding="utf-8", newline="")
-    except OSError as exc:
-        _fail(EXIT_USAGE, f"cannot write {path}: {exc.strerror}")
-    with handle:
-        yield handle
-
-
-def _fail(code: int, message: str) -> None:
-    _stderr.print(f"[red]error:[/] {escape(message)}")
-    raise typer.Exit(code)
