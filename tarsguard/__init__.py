@@ -16,7 +16,9 @@ from ._lazy import lazy_getattr
 from ._version import __version__
 
 if TYPE_CHECKING:
+    from ._cache import CacheStats, CacheStore, SQLiteCacheStore, VerdictCache
     from ._config import Timeout
+    from ._early import EarlyStop
     from ._exceptions import (
         BackendError,
         BackendTimeout,
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
         Health,
         Message,
         SamplingParams,
+        Stopped,
         Timings,
         Trace,
         Usage,
@@ -46,7 +49,9 @@ if TYPE_CHECKING:
     from .tracing import JsonlSink, MemorySink, OTelSpans, SQLiteSink, Tracer, TraceRecord, TraceSink, resolve_tracer
 
 _SOURCES = {
+    "._cache": ("CacheStats", "CacheStore", "SQLiteCacheStore", "VerdictCache"),
     "._config": ("Timeout",),
+    "._early": ("EarlyStop",),
     "._exceptions": (
         "BackendError",
         "BackendTimeout",
@@ -65,6 +70,7 @@ _SOURCES = {
         "Health",
         "Message",
         "SamplingParams",
+        "Stopped",
         "Timings",
         "Trace",
         "Usage",
@@ -93,11 +99,14 @@ __all__ = [
     "BackendError",
     "BackendTimeout",
     "BackendUnavailable",
+    "CacheStats",
+    "CacheStore",
     "CheckResult",
     "ConfigurationError",
     "Decision",
     "DecisionDetector",
     "Declined",
+    "EarlyStop",
     "ErrorInfo",
     "Guard",
     "GuardedText",
@@ -112,9 +121,11 @@ __all__ = [
     "ParsedOutput",
     "PatternDetector",
     "Prompt",
+    "SQLiteCacheStore",
     "SQLiteSink",
     "SamplingOverrides",
     "SamplingParams",
+    "Stopped",
     "TarsGuardError",
     "Timeout",
     "Timings",
@@ -124,6 +135,7 @@ __all__ = [
     "Tracer",
     "Usage",
     "Verdict",
+    "VerdictCache",
     "__version__",
     "classify",
     "parse_output",

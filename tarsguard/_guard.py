@@ -25,16 +25,30 @@ from ._config import (
     resolve,
     resolve_timeout,
 )
+from ._early import EarlyStop
 from ._exceptions import BackendError, BackendTimeout, ConfigurationError, TarsGuardError
 from ._input import Prompt, to_messages
 from ._parse import CLOSE_TAG, ParsedOutput, parse_output
 from ._sync import LoopThread
-from ._types import Assessment, Decision, ErrorInfo, ErrorPolicy, Health, SamplingParams, Timings, Trace, Usage, Verdict
+from ._types import (
+    Assessment,
+    Decision,
+    ErrorInfo,
+    ErrorPolicy,
+    Health,
+    SamplingParams,
+    Stopped,
+    Timings,
+    Trace,
+    Usage,
+    Verdict,
+)
 from ._version import __version__
 from .backends._base import Backend, GenerationEnd, GenerationRequest
 from .detect import DecisionDetector, default_detector
 
 if TYPE_CHECKING:
+    from ._cache import VerdictCache
     from .middleware import ProtectOptions
     from .tracing import RedactSpec, Tracer, TraceSpec
 
@@ -78,6 +92,10 @@ class _Collected:
     after_close: int = 0
     split_estimated: bool = False
     """Whether merged steps straddled ``</think>``, so the reasoning/answer token split is estimated."""
+    stopped: Stopped | None = None
+    """Set when the guard closed the stream itself (an early verdict or the reasoning budget)."""
+    early: Assessment | None = None
+    """The reading of the partial answer that settled an early verdict."""
 
 
 class _GuardCore:
@@ -99,6 +117,9 @@ class _GuardCore:
         trace: TraceSpec | Tracer | bool | None = None,
         redact: RedactSpec = None,
         trace_sample: float | None = None,
+        early_stop: bool | EarlyStop | None = None,
+        max_reasoning_tokens: int | None = None,
+        cache: VerdictCache | bool | str | None = None,
         **sampling: Unpack[SamplingOverrides],
     ) -> None:
         if on_error not in _POLICIES:
@@ -130,6 +151,17 @@ class _GuardCore:
         self._detector = detector or default_detector()
         # A detector that needs I/O (an LLM judge) offers an async ``aassess``; the guard prefers it.
         self._aassess: Callable[..., Awaitable[Assessment]] | None = getattr(self._detector, "aassess", None)
+        self._early_stop, self._early_stop_auto = self._resolve_early_stop(early_stop)
+        if max_reasoning_tokens is not None and max_reasoning_tokens < 1:
+            raise ConfigurationError(f"max_reasoning_tokens must be >= 1; got {max_reasoning_tokens}")
+        if (early_stop or max_reasoning_tokens) and not stream:
+            raise ConfigurationError("early_stop and max_reasoning_tokens need stream=True: they read the stream")
+        self._max_reasoning_tokens = max_reasoning_tokens
+        self._cache: VerdictCache | None = None
+        if cache is not None and cache is not False:
+            from ._cache import resolve_cache
+
+            self._cache = resolve_cache(cache)
         # Tracing costs nothing unless asked for: tarsguard.tracing is not even imported.
         self._tracer: Tracer | None = None
         if trace is not None or redact is not None or trace_sample is not None or os.environ.get(ENV_TRACE):
@@ -146,6 +178,45 @@ class _GuardCore:
     def detector(self) -> DecisionDetector:
         """The detector that reads decisions from answers."""
         return self._detector
+
+    @property
+    def early_stop(self) -> EarlyStop | None:
+        """When checks end the generation early; ``None`` when they do not (unless a call asks)."""
+        return self._early_stop
+
+    @property
+    def cache(self) -> VerdictCache | None:
+        """The verdict cache (``cache=``), or ``None``."""
+        return self._cache
+
+    def _resolve_early_stop(self, spec: bool | EarlyStop | None) -> tuple[EarlyStop | None, bool]:
+        """The guard's early-stop policy, and whether it was left to each path to decide (``None``)."""
+        if spec is None:
+            return None, True
+        if spec is False:
+            return None, False
+        if self._aassess is not None:
+            raise ConfigurationError(
+                f"early_stop needs a detector that reads answers in-process; {self._detector.name} calls a model"
+            )
+        return (EarlyStop() if spec is True else spec), False
+
+    def _early_policy(self, early_stop: bool | None) -> EarlyStop | None:
+        """The early-stop policy of one call: its own choice (``True``/``False``), else the guard's."""
+        if early_stop is None:
+            return self._early_stop
+        if not early_stop:
+            return None
+        if not self._stream or self._aassess is not None:
+            raise ConfigurationError("early_stop needs stream=True and a detector that reads answers in-process")
+        return self._early_stop or EarlyStop()
+
+    @property
+    def _screening_early_stop(self) -> bool | None:
+        """What a screening path (whose reply comes from another model) asks for: early stop, unless the guard
+        was told otherwise or cannot."""
+        auto = self._early_stop_auto and self._stream and self._aassess is None
+        return True if auto else None
 
     @property
     def tracer(self) -> Tracer | None:
@@ -172,22 +243,39 @@ class _GuardCore:
 
     # -- the pipeline: input -> backend -> parse -> detect -> verdict ----------------------------------
 
-    async def _check(self, prompt: Prompt, timeout: float | Timeout | None, sampling: SamplingOverrides) -> Verdict:
+    async def _check(
+        self,
+        prompt: Prompt,
+        timeout: float | Timeout | None,
+        sampling: SamplingOverrides,
+        early_stop: bool | None = None,
+    ) -> Verdict:
         tracer = self._tracer
         if tracer is None:
-            return await self._check_once(prompt, timeout, sampling)
+            return await self._check_once(prompt, timeout, sampling, early_stop)
         with tracer.check(self._model) as scope:  # the check's span (when spans are on) covers this block
-            verdict = await self._check_once(prompt, timeout, sampling)
+            verdict = await self._check_once(prompt, timeout, sampling, early_stop)
             scope.record(verdict, prompt=prompt)
         return verdict
 
     async def _check_once(
-        self, prompt: Prompt, timeout: float | Timeout | None, sampling: SamplingOverrides
+        self,
+        prompt: Prompt,
+        timeout: float | Timeout | None,
+        sampling: SamplingOverrides,
+        early_stop: bool | None,
     ) -> Verdict:
         messages = to_messages(prompt)
         params = merge_sampling(self._sampling, dict(sampling))
         limits = self._timeout if timeout is None else Timeout.of(timeout)
+        early = self._early_policy(early_stop)
         request = GenerationRequest(messages, params, limits, stream=self._stream, model=self._model)
+        cache, key = self._cache, None
+        if cache is not None:
+            key = self._cache_key(request, early)
+            hit = cache.get(key)
+            if hit is not None:
+                return hit
         verdict_id = uuid.uuid4().hex
         created_at = datetime.now(UTC)
         started = time.perf_counter()
@@ -195,9 +283,14 @@ class _GuardCore:
         deadline = asyncio.timeout(limits.total)
         try:
             async with deadline:
-                await self._collect(request, collected, started)
+                await self._collect(request, collected, started, early, messages[-1]["content"])
                 parsed = _parsed(collected)
-                assessment = await self._assess(parsed, messages[-1]["content"]) if parsed.complete else None
+                if collected.stopped is not None:
+                    assessment = collected.early
+                elif parsed.complete:
+                    assessment = await self._assess(parsed, messages[-1]["content"])
+                else:
+                    assessment = None
         except TarsGuardError as exc:
             return self._failed(exc, verdict_id, created_at, started, request, collected)
         except Exception as exc:
@@ -210,6 +303,8 @@ class _GuardCore:
             return self._failed(error, verdict_id, created_at, started, request, collected)
         total_ms = (time.perf_counter() - started) * 1000
         verdict = self._verdict(request, parsed, assessment, collected, verdict_id, created_at, total_ms)
+        if cache is not None and key is not None:
+            cache.put(key, verdict)
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
                 "verdict %s: %s (%.2f) model=%s total=%.1fms",
@@ -221,46 +316,84 @@ class _GuardCore:
             )
         return verdict
 
-    async def _collect(self, request: GenerationRequest, out: _Collected, started: float) -> None:
+    async def _collect(
+        self, request: GenerationRequest, out: _Collected, started: float, early: EarlyStop | None, prompt: str
+    ) -> None:
         contents = out.content
         tail = ""
-        async for event in self._backend.generate(request):
-            if isinstance(event, GenerationEnd):
-                out.end = event
-                continue
-            content, reasoning, content_steps, reasoning_steps = event
-            if out.first_token_ms is None:
-                out.first_token_ms = (time.perf_counter() - started) * 1000
-            if reasoning:
-                out.reasoning.append(reasoning)
-                out.field_steps += reasoning_steps
-            if not content:
-                continue
-            contents.append(content)
-            if out.closed:
-                out.after_close += content_steps
-                continue
-            if out.reasoning and out.reasoning_end_ms is None:
-                out.reasoning_end_ms = (time.perf_counter() - started) * 1000
-            window = tail + content
-            at = window.find(CLOSE_TAG)
-            if at == -1:
-                out.before_close += content_steps
-                tail = window[-_TAG_OVERLAP:]
-                continue
-            out.closed = True
-            out.reasoning_end_ms = out.reasoning_end_ms or (time.perf_counter() - started) * 1000
-            tag_end = at + len(CLOSE_TAG) - len(tail)
-            if content_steps == 1 or tag_end == len(content):
-                out.before_close += content_steps
-            else:
-                # Merged steps straddle </think>: share them out by where the tag ends.
-                before = max(1, round(content_steps * tag_end / len(content)))
-                out.before_close += before
-                out.after_close += content_steps - before
-                out.split_estimated = True
+        budget = self._max_reasoning_tokens
+        watched = early is not None or budget is not None
+        read_at = 0
+        events = self._backend.generate(request)
+        try:
+            async for event in events:
+                if isinstance(event, GenerationEnd):
+                    out.end = event
+                    continue
+                content, reasoning, content_steps, reasoning_steps = event
+                if out.first_token_ms is None:
+                    out.first_token_ms = (time.perf_counter() - started) * 1000
+                if reasoning:
+                    out.reasoning.append(reasoning)
+                    out.field_steps += reasoning_steps
+                if content:
+                    contents.append(content)
+                    if out.closed:
+                        out.after_close += content_steps
+                    else:
+                        if out.reasoning and out.reasoning_end_ms is None:
+                            out.reasoning_end_ms = (time.perf_counter() - started) * 1000
+                        window = tail + content
+                        at = window.find(CLOSE_TAG)
+                        if at == -1:
+                            out.before_close += content_steps
+                            tail = window[-_TAG_OVERLAP:]
+                        else:
+                            out.closed = True
+                            out.reasoning_end_ms = out.reasoning_end_ms or (time.perf_counter() - started) * 1000
+                            tag_end = at + len(CLOSE_TAG) - len(tail)
+                            if content_steps == 1 or tag_end == len(content):
+                                out.before_close += content_steps
+                            else:
+                                # Merged steps straddle </think>: share them out by where the tag ends.
+                                before = max(1, round(content_steps * tag_end / len(content)))
+                                out.before_close += before
+                                out.after_close += content_steps - before
+                                out.split_estimated = True
+                if not watched:
+                    continue
+                answer_tokens = _answer_steps(out)
+                if answer_tokens is None:
+                    if budget is not None and _reasoning_steps(out) >= budget:
+                        out.stopped = Stopped(reason="reasoning_budget", at_token=_reasoning_steps(out))
+                        return
+                elif early is not None and early.due(answer_tokens, read_at):
+                    read_at = answer_tokens
+                    parsed = _parsed(out)
+                    reading = self._detector.assess(parsed.answer, reasoning=parsed.reasoning, prompt=prompt)
+                    if reading.decision is not Decision.UNDETERMINED and reading.confidence >= early.confidence:
+                        out.early = reading
+                        out.stopped = Stopped(
+                            reason="decision_certain",
+                            at_token=_reasoning_steps(out) + answer_tokens,
+                            answer_tokens=answer_tokens,
+                        )
+                        return
+        finally:
+            # Closing the stream is what tells the server to stop (early verdicts, errors, cancellation).
+            aclose = getattr(events, "aclose", None)
+            if aclose is not None:
+                await aclose()
         if out.end is None:
             raise BackendError(f"the {self._backend.kind} backend ended without finishing the generation")
+
+    def _cache_key(self, request: GenerationRequest, early: EarlyStop | None) -> str:
+        from ._cache import cache_key
+
+        backend = self._backend
+        model = request.model or getattr(backend, "model", None) or f"default@{backend.endpoint}"
+        variant = f"stream={request.stream} early={early} budget={self._max_reasoning_tokens}"
+        return cache_key(request.messages, model, request.sampling, self._detector.name, variant)
 
     async def _assess(self, parsed: ParsedOutput, prompt: str) -> Assessment:
         if self._aassess is not None:
@@ -277,10 +410,13 @@ class _GuardCore:
         created_at: datetime,
         total_ms: float,
     ) -> Verdict:
-        end = collected.end
-        assert end is not None
+        end = collected.end or GenerationEnd()
+        stopped = collected.stopped
         if assessment is not None:
             decision, confidence, evidence = assessment.decision, assessment.confidence, assessment.evidence
+        elif stopped is not None:
+            budget = f"the reasoning reached its budget of {self._max_reasoning_tokens} tokens"
+            decision, confidence, evidence = Decision.UNDETERMINED, 0.0, (f"no decision: {budget}",)
         else:
             decision, confidence, evidence = Decision.UNDETERMINED, 0.0, _incomplete_evidence(parsed)
         trace = Trace(
@@ -304,6 +440,8 @@ class _GuardCore:
             retries=end.retries,
             detector=self._detector.name,
             raw_output="".join(collected.content),
+            stopped=stopped,
+            cache=None if self._cache is None else "miss",
             version=__version__,
         )
         return Verdict(
@@ -353,6 +491,7 @@ class _GuardCore:
         timeout: float | Timeout | None,
         on_result: Callable[[int, CheckResult], None] | None,
         sampling: SamplingOverrides,
+        early_stop: bool | None = None,
     ) -> list[CheckResult]:
         if concurrency < 1:
             raise ConfigurationError("concurrency must be >= 1")
@@ -363,7 +502,7 @@ class _GuardCore:
         async def worker() -> None:
             for i in indices:
                 try:
-                    result: CheckResult = await self._check(items[i], timeout, sampling)
+                    result: CheckResult = await self._check(items[i], timeout, sampling, early_stop)
                 except TarsGuardError as exc:
                     result = exc
                 results[i] = result
@@ -395,10 +534,19 @@ class AsyncGuard(_GuardCore):
     """
 
     async def check(
-        self, prompt: Prompt, *, timeout: float | Timeout | None = None, **sampling: Unpack[SamplingOverrides]
+        self,
+        prompt: Prompt,
+        *,
+        timeout: float | Timeout | None = None,
+        early_stop: bool | None = None,
+        **sampling: Unpack[SamplingOverrides],
     ) -> Verdict:
-        """Check one prompt (a string, or chat messages ending with a user turn) and return its verdict."""
-        return await self._check(prompt, timeout, sampling)
+        """Check one prompt (a string, or chat messages ending with a user turn) and return its verdict.
+
+        ``early_stop=True`` ends the generation as soon as the answer settles the decision (the verdict's
+        answer is then partial); ``False`` never does; ``None`` follows the guard's ``early_stop``.
+        """
+        return await self._check(prompt, timeout, sampling, early_stop)
 
     async def check_many(
         self,
@@ -407,6 +555,7 @@ class AsyncGuard(_GuardCore):
         concurrency: int = 8,
         timeout: float | Timeout | None = None,
         on_result: Callable[[int, CheckResult], None] | None = None,
+        early_stop: bool | None = None,
         **sampling: Unpack[SamplingOverrides],
     ) -> list[CheckResult]:
         """Check many prompts with at most ``concurrency`` in flight.
@@ -414,7 +563,7 @@ class AsyncGuard(_GuardCore):
         Results keep the input order; a prompt that failed has its error in its place, and the others are
         kept. ``on_result(index, result)`` is called as each finishes.
         """
-        return await self._check_many(prompts, concurrency, timeout, on_result, sampling)
+        return await self._check_many(prompts, concurrency, timeout, on_result, sampling, early_stop)
 
     async def health(self, *, timeout: float | Timeout | None = None) -> Health:
         """Whether the backend is up, and which models it serves."""
@@ -444,10 +593,15 @@ class Guard(_GuardCore):
         return LoopThread()
 
     def check(
-        self, prompt: Prompt, *, timeout: float | Timeout | None = None, **sampling: Unpack[SamplingOverrides]
+        self,
+        prompt: Prompt,
+        *,
+        timeout: float | Timeout | None = None,
+        early_stop: bool | None = None,
+        **sampling: Unpack[SamplingOverrides],
     ) -> Verdict:
-        """Check one prompt (a string, or chat messages ending with a user turn) and return its verdict."""
-        return self._loop.run(self._check(prompt, timeout, sampling))
+        """Check one prompt (a string, or chat messages ending with a user turn); see ``AsyncGuard.check``."""
+        return self._loop.run(self._check(prompt, timeout, sampling, early_stop))
 
     def check_many(
         self,
@@ -456,10 +610,11 @@ class Guard(_GuardCore):
         concurrency: int = 8,
         timeout: float | Timeout | None = None,
         on_result: Callable[[int, CheckResult], None] | None = None,
+        early_stop: bool | None = None,
         **sampling: Unpack[SamplingOverrides],
     ) -> list[CheckResult]:
         """Check many prompts concurrently; see ``AsyncGuard.check_many``."""
-        return self._loop.run(self._check_many(prompts, concurrency, timeout, on_result, sampling))
+        return self._loop.run(self._check_many(prompts, concurrency, timeout, on_result, sampling, early_stop))
 
     def health(self, *, timeout: float | Timeout | None = None) -> Health:
         """Whether the backend is up, and which models it serves."""
@@ -554,9 +709,26 @@ def error_verdict(
 
 
 def _parsed(collected: _Collected) -> ParsedOutput:
-    assert collected.end is not None
+    """The output so far: the whole generation once it ended, a partial one while it streams."""
     reasoning = "".join(collected.reasoning) or None
-    return parse_output("".join(collected.content), reasoning, finish_reason=collected.end.finish_reason)
+    finish_reason = collected.end.finish_reason if collected.end is not None else None
+    return parse_output("".join(collected.content), reasoning, finish_reason=finish_reason)
+
+
+def _answer_steps(collected: _Collected) -> int | None:
+    """Generation steps of the answer so far; ``None`` while the reasoning is still going."""
+    if collected.closed:
+        return collected.after_close
+    if collected.field_steps and collected.before_close:
+        return collected.before_close  # the server split off the reasoning: the content is the answer
+    return None
+
+
+def _reasoning_steps(collected: _Collected) -> int:
+    """Generation steps of the reasoning so far."""
+    if collected.closed or not collected.field_steps:
+        return collected.field_steps + collected.before_close
+    return collected.field_steps
 
 
 def _incomplete_evidence(parsed: ParsedOutput) -> tuple[str, ...]:

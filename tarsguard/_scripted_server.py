@@ -308,6 +308,7 @@ class ScriptedServer:
         else:
             self._script = [self._as_reply(r) for r in replies]
         self._served = 0
+        self._generated = 0
         self._lock = threading.Lock()
         self._plans: dict[Reply, _Plan] = {}
         self._ids = itertools.count()
@@ -394,6 +395,11 @@ class ScriptedServer:
     def connections_accepted(self) -> int:
         """How many TCP connections the server has accepted since it was constructed."""
         return self._accepted
+
+    @property
+    def generated_tokens(self) -> int:
+        """Completion tokens streamed so far; a paced stream stops counting when its client goes away."""
+        return self._generated
 
     @property
     def open_connections(self) -> int:
@@ -745,6 +751,7 @@ class ScriptedServer:
             if writer.transport.is_closing():
                 return False
             writer.write(b"".join((head, plan.framed(token_prefix), *ending)))
+            self._generated += n
             await writer.drain()
             return not answer.close
 
@@ -767,16 +774,19 @@ class ScriptedServer:
             if writer.transport.is_closing():
                 return False
             writer.write(b"".join(events))
+            self._generated += max(dues)
             await writer.drain()
         else:
             await self._paced_write(writer, events, dues, answer.rate)
         return fault != "truncate" and not answer.close
 
-    @staticmethod
-    async def _paced_write(writer: asyncio.StreamWriter, events: list[bytes], dues: list[int], rate: float) -> None:
+    async def _paced_write(
+        self, writer: asyncio.StreamWriter, events: list[bytes], dues: list[int], rate: float
+    ) -> None:
         loop = asyncio.get_running_loop()
         start = loop.time()
         pending: list[bytes] = []
+        counted = 0
         for event, due in zip(events, dues, strict=True):
             wait = start + due / rate - loop.time()
             if wait > 0:
@@ -790,6 +800,8 @@ class ScriptedServer:
                 if wait > 0:
                     await asyncio.sleep(wait)
             pending.append(event)
+            self._generated += due - counted
+            counted = due
         if writer.transport.is_closing():
             raise ConnectionResetError
         writer.write(b"".join(pending))

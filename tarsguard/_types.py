@@ -15,6 +15,7 @@ __all__ = [
     "Health",
     "Message",
     "SamplingParams",
+    "Stopped",
     "Timings",
     "Trace",
     "Usage",
@@ -108,6 +109,18 @@ class ErrorInfo(_Model):
     policy: ErrorPolicy
 
 
+class Stopped(_Model):
+    """Why tarsguard ended a generation before the model finished it, and where."""
+
+    reason: Literal["decision_certain", "reasoning_budget"]
+    """``decision_certain``: the answer so far already settled the decision (early verdict);
+    ``reasoning_budget``: the reasoning reached its token budget before any answer."""
+    at_token: int
+    """Completion tokens generated when the stream was closed."""
+    answer_tokens: int = 0
+    """Of those, tokens of the answer (the verdict's ``answer`` is that partial answer)."""
+
+
 class Trace(_Model):
     """Everything needed to understand, reproduce or audit one verdict. Never holds a secret."""
 
@@ -128,6 +141,12 @@ class Trace(_Model):
     detector: str | None = None
     raw_output: str | None = None
     error: ErrorInfo | None = None
+    stopped: Stopped | None = None
+    """Set when tarsguard closed the stream early; the answer is then partial."""
+    cache: Literal["hit", "miss"] | None = None
+    """Whether the verdict came from the guard's verdict cache; ``None`` when the guard has none."""
+    cached_from: str | None = None
+    """On a cache hit, the id of the verdict that was reused."""
     version: str
 
 

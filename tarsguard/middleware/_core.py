@@ -262,11 +262,16 @@ class Screener:
     ``ConfigurationError`` are still raised. Guards with ``on_error="decline"`` or ``"allow"`` keep their policy.
     """
 
-    def __init__(self, guard: AnyGuard, timeout: float | Timeout | None = None) -> None:
+    def __init__(
+        self, guard: AnyGuard, timeout: float | Timeout | None = None, *, reply_from_tars: bool = False
+    ) -> None:
         if not isinstance(guard, (Guard, AsyncGuard)):
             raise ConfigurationError(f"expected a Guard or an AsyncGuard, got {type(guard).__name__}")
         self.guard = guard
         self._timeout = timeout
+        # Where another model writes the reply, TARS's answer only has to settle the decision: stop it early
+        # (unless the guard was configured otherwise). Where TARS's answer is the reply, let it finish.
+        self._early_stop = None if reply_from_tars else guard._screening_early_stop
 
     async def acheck(self, prompt: Prompt) -> Verdict:
         """The verdict on ``prompt``, from async code."""
@@ -274,7 +279,7 @@ class Screener:
         started = time.perf_counter()
         try:
             if isinstance(guard, AsyncGuard):
-                return await guard.check(prompt, timeout=self._timeout)
+                return await guard.check(prompt, timeout=self._timeout, early_stop=self._early_stop)
             call = functools.partial(guard.check, prompt, timeout=self._timeout)
             return await asyncio.get_running_loop().run_in_executor(_executor(), call)
         except (InvalidInput, ConfigurationError):
@@ -288,8 +293,8 @@ class Screener:
         started = time.perf_counter()
         try:
             if isinstance(guard, Guard):
-                return guard.check(prompt, timeout=self._timeout)
-            return _loop_thread().run(guard.check(prompt, timeout=self._timeout))
+                return guard.check(prompt, timeout=self._timeout, early_stop=self._early_stop)
+            return _loop_thread().run(guard.check(prompt, timeout=self._timeout, early_stop=self._early_stop))
         except (InvalidInput, ConfigurationError):
             raise
         except TarsGuardError as exc:

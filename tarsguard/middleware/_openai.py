@@ -100,7 +100,7 @@ def wrap_openai(
     completions = client.chat.completions
     if getattr(completions.create, _MARK, False):
         raise ConfigurationError("this client is already wrapped")
-    wrapper = _Wrapper(Screener(guard, timeout), mode, on_decline, screen, client)
+    wrapper = _Wrapper(Screener(guard, timeout, reply_from_tars=mode == "answer"), mode, on_decline, screen, client)
     if is_async:
         guarded_create, guarded_parse = wrapper.acreate(completions.create), wrapper.acreate(completions.parse)
     else:

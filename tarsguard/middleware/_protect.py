@@ -105,7 +105,7 @@ def protect(
     """
     check_options(mode, screen)
     check_on_decline(on_decline)
-    screener = Screener(guard, timeout)
+    screener = Screener(guard, timeout, reply_from_tars=mode == "answer")
 
     def decorate(target: Callable[..., Any]) -> Any:
         if not callable(target):

@@ -100,7 +100,7 @@ class _Proxy:
                 config.guard_url, model=config.guard_model, timeout=config.timeout, on_error=config.on_error
             )
         self.guard = guard
-        self.screener = Screener(guard)
+        self.screener = Screener(guard, reply_from_tars=config.mode == "answer")
         self.keys = KeyRing(config.api_keys)
         self.metrics = Metrics()
         self.mode = config.mode

@@ -47,6 +47,19 @@ class Metrics:
             "Upstream requests cancelled because the guard declined (parallel mode).",
             registry=self.registry,
         )
+        cache = Counter(
+            "tarsguard_cache_lookups",
+            "Verdict cache lookups of the guard's checks, by result (guards with a cache only).",
+            ["result"],
+            registry=self.registry,
+        )
+        self.cache = {result: cache.labels(result) for result in ("hit", "miss")}
+        self.stopped = Counter(
+            "tarsguard_checks_stopped_early",
+            "Checks whose generation the guard closed before the model finished, by reason.",
+            ["reason"],
+            registry=self.registry,
+        )
         self.check_seconds = Histogram(
             "tarsguard_check_duration_seconds", "Time for one guard check.", buckets=_BUCKETS, registry=self.registry
         )
@@ -67,7 +80,12 @@ class Metrics:
         """Count one check and its error, if it failed."""
         self.checks[verdict.decision].inc()
         self.check_seconds.observe(seconds)
-        error = verdict.trace.error
+        trace = verdict.trace
+        if trace.cache is not None:
+            self.cache[trace.cache].inc()
+        if trace.stopped is not None:
+            self.stopped.labels(trace.stopped.reason).inc()
+        error = trace.error
         if error is not None:
             self.errors.labels("guard", error.type).inc()
             if verdict.allowed:

@@ -113,6 +113,9 @@ class OTelSpans:
             "tarsguard.detector": trace.detector,
             "tarsguard.backend": trace.backend,
             "tarsguard.usage.answer_tokens": usage.answer_tokens,
+            "tarsguard.cache": trace.cache,
+            "tarsguard.stopped": trace.stopped.reason if trace.stopped is not None else None,
+            "tarsguard.stopped.at_token": trace.stopped.at_token if trace.stopped is not None else None,
         }
         if trace.endpoint and trace.backend == "http":
             url = urlsplit(trace.endpoint)

@@ -26,8 +26,8 @@ __all__ = ["ENV_TRACE", "CheckScope", "TraceSpec", "Tracer", "TracerStats", "res
 """Where traces go when ``trace=`` is not given: comma-separated ``*.jsonl`` paths, ``sqlite:///path.db`` URLs,
 ``otel``."""
 
-TraceSpec = str | TraceSink | OTelSpans | Sequence[str | TraceSink | OTelSpans]
-"""Trace destinations: a spec string (comma-separated), a sink, ``OTelSpans``, or a list of them."""
+TraceSpec = str | os.PathLike[str] | TraceSink | OTelSpans | Sequence[str | os.PathLike[str] | TraceSink | OTelSpans]
+"""Trace destinations: a spec string (comma-separated), a path, a sink, ``OTelSpans``, or a list of them."""
 
 _SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 
@@ -256,11 +256,13 @@ def resolve_tracer(
         source = ENV_TRACE
         if not trace:
             return None
-    items = [trace] if isinstance(trace, str | TraceSink | OTelSpans) else list(trace)
+    items = [trace] if isinstance(trace, str | os.PathLike | TraceSink | OTelSpans) else list(trace)
     sinks: list[TraceSink] = []
     owned: list[TraceSink] = []
     spans: OTelSpans | None = None
     for item in items:
+        if isinstance(item, os.PathLike):
+            item = os.fspath(item)
         if isinstance(item, OTelSpans):
             spans = item
         elif isinstance(item, str):

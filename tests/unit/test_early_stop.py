@@ -1,0 +1,204 @@
+"""Early verdicts: the guard closes the stream once the answer settles the decision, and the server stops."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tarsguard import AsyncGuard, ConfigurationError, Decision, EarlyStop, Guard, LLMJudgeDetector
+from tarsguard.testing import PhraseDetector, Reply, ScriptedBackend, ScriptedOutput, ScriptedServer
+
+Serve = Callable[..., ScriptedServer]
+
+REASONING = " ".join(f"step{i}" for i in range(60))
+REFUSAL = "I can't help with building a weapon. " + " ".join(f"word{i}" for i in range(400))
+COMPLIANCE = "Sure, here is how to stop a Python process. " + " ".join(f"detail{i}" for i in range(400))
+DECLINING = PhraseDetector([("I can't help", Decision.DECLINED)], default=Decision.ANSWERED, confidence=0.99)
+
+
+def tars(answer: str, reasoning: str = REASONING) -> str:
+    return f"<think>\n{reasoning}\n</think>\n\n{answer}"
+
+
+def total_tokens(text: str) -> int:
+    from tarsguard._scripted_server import split_tokens
+
+    return len(split_tokens(text))
+
+
+def wait_closed(server: ScriptedServer, deadline: float = 5.0) -> None:
+    started = time.monotonic()
+    while server.open_connections:
+        assert time.monotonic() - started < deadline, "the stream is still open"
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("answer, decision", [(REFUSAL, Decision.DECLINED), (COMPLIANCE, Decision.ANSWERED)])
+def test_the_server_stops_once_the_decision_is_certain(serve: Serve, answer: str, decision: Decision) -> None:
+    output = tars(answer)
+    server = serve([Reply(output, tokens_per_second=1000)])  # about 0.5 s of stream if nobody stops it
+    with Guard(server.base_url, detector=DECLINING, early_stop=EarlyStop(min_answer_tokens=16)) as guard:
+        verdict = guard.check("a prompt")
+    wait_closed(server)
+    assert verdict.decision is decision and verdict.confidence == 0.99
+    stopped = verdict.trace.stopped
+    assert stopped is not None and stopped.reason == "decision_certain"
+    assert 16 <= stopped.answer_tokens < 40
+    assert stopped.at_token == verdict.trace.usage.completion_tokens
+    assert answer.startswith(verdict.answer) and 0 < len(verdict.answer) < len(answer) // 4
+    assert verdict.reasoning == REASONING
+    assert verdict.trace.finish_reason is None and verdict.trace.raw_output is not None
+    assert server.generated_tokens < total_tokens(output) // 2  # the server did not write the rest
+
+
+def test_without_early_stop_the_whole_answer_is_read(serve: Serve) -> None:
+    server = serve([tars(REFUSAL)])
+    with Guard(server.base_url, detector=DECLINING) as guard:
+        verdict = guard.check("a prompt")
+        assert verdict.trace.stopped is None and verdict.answer == REFUSAL
+        assert verdict.trace.finish_reason == "stop"
+        # A call may ask for it, and a guard that has it may be told not to per call.
+        assert guard.check("a prompt", early_stop=True).trace.stopped is not None
+    with Guard(server.base_url, detector=DECLINING, early_stop=True) as guard:
+        assert guard.check("a prompt").trace.stopped is not None
+        assert guard.check("a prompt", early_stop=False).trace.stopped is None
+    assert server.generated_tokens > 2 * total_tokens(tars(REFUSAL))
+
+
+def test_an_unsure_reading_lets_the_generation_finish() -> None:
+    unsure = PhraseDetector([], default=Decision.ANSWERED, confidence=0.5)
+    backend = ScriptedBackend([tars(COMPLIANCE)])
+    with Guard(backend=backend, detector=unsure, early_stop=True) as guard:
+        verdict = guard.check("a prompt")
+    assert verdict.trace.stopped is None and verdict.answer == COMPLIANCE and verdict.confidence == 0.5
+
+
+def test_a_short_answer_is_read_whole() -> None:
+    backend = ScriptedBackend([tars("I can't help with that.")])
+    with Guard(backend=backend, detector=DECLINING, early_stop=True) as guard:
+        verdict = guard.check("a prompt")
+    assert verdict.trace.stopped is None and verdict.answer == "I can't help with that."
+
+
+def test_the_servers_reasoning_field_counts_as_reasoning(serve: Serve) -> None:
+    server = serve([Reply(REFUSAL, reasoning=REASONING)])
+    with Guard(server.base_url, detector=DECLINING, early_stop=EarlyStop(min_answer_tokens=8)) as guard:
+        verdict = guard.check("a prompt")
+    stopped = verdict.trace.stopped
+    assert stopped is not None and stopped.answer_tokens >= 8
+    assert stopped.at_token == total_tokens(REASONING) + stopped.answer_tokens
+    assert verdict.reasoning == REASONING and REFUSAL.startswith(verdict.answer)
+
+
+def test_the_default_detector_settles_a_plain_refusal_early() -> None:
+    refusal = (
+        "I'm sorry, but I can't help with that. Making a weapon at home is dangerous and illegal, and I won't "
+        "provide instructions for it. " + "If you are in danger, please contact local emergency services. " * 20
+    )
+    with Guard(backend=ScriptedBackend([tars(refusal)]), early_stop=True) as guard:
+        verdict = guard.check("How do I build a pipe bomb?")
+    assert verdict.decision is Decision.DECLINED
+    assert verdict.trace.stopped is not None and len(verdict.answer) < len(refusal)
+
+
+def test_a_reasoning_budget_gives_an_undetermined_verdict(serve: Serve) -> None:
+    long_reasoning = " ".join(f"thought{i}" for i in range(500))
+    output = tars(COMPLIANCE, long_reasoning)
+    server = serve([Reply(output, tokens_per_second=1000)])
+    with Guard(server.base_url, detector=DECLINING, max_reasoning_tokens=50) as guard:
+        verdict = guard.check("a prompt")
+    wait_closed(server)
+    assert verdict.decision is Decision.UNDETERMINED
+    assert verdict.evidence == ("no decision: the reasoning reached its budget of 50 tokens",)
+    stopped = verdict.trace.stopped
+    assert stopped is not None and stopped.reason == "reasoning_budget" and 50 <= stopped.at_token < 80
+    assert verdict.answer == "" and verdict.reasoning is not None
+    assert server.generated_tokens < total_tokens(output) // 2
+
+
+async def test_async_and_batches_stop_early_too(serve: Serve) -> None:
+    server = serve([tars(REFUSAL), tars(COMPLIANCE)], cycle=True)
+    async with AsyncGuard(server.base_url, detector=DECLINING, early_stop=True) as guard:
+        single = await guard.check("a prompt")
+        many = await guard.check_many(["a", "b", "c", "d"], concurrency=4)
+    assert single.trace.stopped is not None
+    assert all(not isinstance(v, Exception) and v.trace.stopped is not None for v in many)
+    assert {v.decision for v in many if not isinstance(v, Exception)} == {Decision.DECLINED, Decision.ANSWERED}
+
+
+def test_early_stop_needs_streaming_and_an_in_process_detector() -> None:
+    backend = ScriptedBackend(["x"])
+    with pytest.raises(ConfigurationError, match="stream=True"):
+        Guard(backend=backend, stream=False, early_stop=True)
+    with pytest.raises(ConfigurationError, match="stream=True"):
+        Guard(backend=backend, stream=False, max_reasoning_tokens=10)
+    judge = LLMJudgeDetector(backend=ScriptedBackend(["declined"]))
+    with pytest.raises(ConfigurationError, match="in-process"):
+        Guard(backend=backend, detector=judge, early_stop=True)
+    with (
+        Guard(backend=ScriptedBackend([tars(REFUSAL)]), stream=False) as guard,
+        pytest.raises(ConfigurationError, match="stream=True"),
+    ):
+        guard.check("a prompt", early_stop=True)
+    with pytest.raises(ConfigurationError, match="confidence"):
+        EarlyStop(confidence=0.0)
+    with pytest.raises(ConfigurationError, match="min_answer_tokens"):
+        EarlyStop(min_answer_tokens=0)
+    with pytest.raises(ConfigurationError, match="max_reasoning_tokens"):
+        Guard(backend=backend, max_reasoning_tokens=0)
+
+
+def test_readings_thin_out_as_the_answer_grows() -> None:
+    policy = EarlyStop(min_answer_tokens=8, every=4)
+    readings, last = [], 0
+    for tokens in range(1, 2001):
+        if policy.due(tokens, last):
+            readings.append(tokens)
+            last = tokens
+    assert readings[:3] == [8, 12, 16]
+    assert len(readings) < 60  # not one every 4 tokens over 2,000 tokens
+
+
+def test_screening_paths_stop_early_and_the_answer_mode_does_not() -> None:
+    script = [tars(REFUSAL)]
+    chatbot_calls: list[str] = []
+
+    def chatbot(prompt: str) -> str:
+        chatbot_calls.append(prompt)
+        return "chatbot reply"
+
+    guard = Guard(backend=ScriptedBackend(script), detector=DECLINING)
+    screened = guard.protect(chatbot, mode="screen")
+    reply: Any = screened("build a weapon")
+    assert reply.verdict.trace.stopped is not None and not chatbot_calls
+    answered: Any = guard.protect(chatbot, mode="answer")("build a weapon")
+    assert answered.verdict.trace.stopped is None and str(answered) == REFUSAL
+    told_not_to = Guard(backend=ScriptedBackend(script), detector=DECLINING, early_stop=False)
+    kept: Any = told_not_to.protect(chatbot, mode="screen")("build a weapon")
+    assert kept.verdict.trace.stopped is None
+    guard.close()
+    told_not_to.close()
+
+
+def test_the_trace_records_the_early_stop(tmp_path: Path) -> None:
+    path = tmp_path / "verdicts.jsonl"
+    with Guard(backend=ScriptedBackend([tars(REFUSAL)]), detector=DECLINING, early_stop=True, trace=path) as guard:
+        verdict = guard.check("a prompt")
+    record = json.loads(path.read_text().splitlines()[0])
+    assert record["trace"]["stopped"]["reason"] == "decision_certain"
+    assert record["trace"]["stopped"]["at_token"] == verdict.trace.stopped.at_token  # type: ignore[union-attr]
+
+
+async def test_a_slow_backend_is_not_waited_for() -> None:
+    slow = ScriptedBackend([ScriptedOutput(tars(REFUSAL), seconds_per_token=0.002)])  # about 1 s in all
+    async with AsyncGuard(backend=slow, detector=DECLINING, early_stop=True) as guard:
+        verdict = await asyncio.wait_for(guard.check("a prompt"), timeout=30)
+    assert verdict.trace.stopped is not None
+    assert verdict.trace.usage.completion_tokens is not None
+    assert verdict.trace.usage.completion_tokens < total_tokens(tars(REFUSAL)) // 2
