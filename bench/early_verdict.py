@@ -1,0 +1,226 @@
+"""Early verdicts and the verdict cache: tokens, latency and agreement, measured side by side in one run.
+
+    .venv/bin/python bench/early_verdict.py [--data ../shared/data] [--items 150] [--rate 100]
+
+Corpus: real model answers from the public data (XSTest's human-labelled completions, JailbreakBench's judge
+comparison and attack-artifact responses) of 50 to 800 tokens, sampled evenly across length bins, each
+behind a reasoning block of 100 to 600 tokens (TARS's format). A scripted TARS server streams every
+output at a fixed rate (tokens per second, per stream); the same checks run with early stop off, then on.
+"Generated" is what the server streamed before the client went away. Agreement compares each early decision
+with the same detector's decision on the whole answer.
+
+Then, offline over the whole corpus: agreement and answer tokens saved for other thresholds (how the
+default ``EarlyStop`` was chosen); and the latency of a cache hit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import glob
+import json
+import random
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tarsguard import AsyncGuard, Decision, EarlyStop, Guard, Verdict
+from tarsguard._scripted_server import split_tokens
+from tarsguard.detect import default_detector
+from tarsguard.testing import Reply, ScriptedBackend, ScriptedServer
+
+BINS = ((50, 100), (100, 200), (200, 400), (400, 801))
+FILLER = (
+    "The user is asking about {topic}. I need to think about whether this request could cause harm, "
+    "who might ask it and why, and what a helpful and safe reply looks like. "
+)
+
+
+@dataclass(frozen=True)
+class Item:
+    source: str
+    prompt: str
+    answer: str
+    reasoning: str
+
+    @property
+    def output(self) -> str:
+        return f"<think>\n{self.reasoning}\n</think>\n\n{self.answer}"
+
+
+def answers(data: Path) -> list[tuple[str, str, str]]:
+    """(source, prompt, answer) for every real model answer in the data folder."""
+    found: list[tuple[str, str, str]] = []
+    for path in sorted(glob.glob(str(data / "xstest" / "model_completions" / "*.csv"))):
+        with open(path, newline="", encoding="utf-8") as handle:
+            found += [("xstest", row["prompt"], row["completion"]) for row in csv.DictReader(handle)]
+    judge = data / "jailbreakbench" / "judge_comparison.csv"
+    if judge.exists():
+        with open(judge, newline="", encoding="utf-8") as handle:
+            found += [("jbb-judge", row["goal"], row["target_response"]) for row in csv.DictReader(handle)]
+    for path in sorted(glob.glob(str(data / "jailbreakbench" / "artifacts" / "*" / "*" / "*.json"))):
+        with open(path, encoding="utf-8") as handle:
+            for entry in json.load(handle)["jailbreaks"]:
+                if entry.get("response"):
+                    found.append(("jbb-artifacts", entry["goal"], entry["response"]))
+    return [(source, prompt, answer.strip()) for source, prompt, answer in found if answer and answer.strip()]
+
+
+def reasoning_text(prompt: str, tokens: int, rng: random.Random) -> str:
+    topic = " ".join(prompt.split()[:6])
+    words = FILLER.format(topic=topic).split()
+    return " ".join(words[i % len(words)] if rng.random() > 0.1 else f"point{i}" for i in range(tokens))
+
+
+def corpus(data: Path, items: int, seed: int) -> tuple[list[Item], list[tuple[str, str, str]]]:
+    """A sample spread evenly over the answer-length bins, and every usable answer (for the offline part)."""
+    rng = random.Random(seed)
+    usable = [a for a in answers(data) if BINS[0][0] <= len(split_tokens(a[2])) < BINS[-1][1]]
+    by_bin: dict[int, list[tuple[str, str, str]]] = {i: [] for i in range(len(BINS))}
+    for entry in usable:
+        n = len(split_tokens(entry[2]))
+        by_bin[next(i for i, (lo, hi) in enumerate(BINS) if lo <= n < hi)].append(entry)
+    filled = [b for b in by_bin.values() if b]
+    chosen: list[tuple[str, str, str]] = []
+    for group in filled:
+        chosen += rng.sample(group, min(len(group), items // len(filled)))
+    sample = [Item(s, p, a, reasoning_text(p, rng.randint(100, 600), rng)) for s, p, a in chosen]
+    return sample, usable
+
+
+async def run(server: ScriptedServer, items: list[Item], early: bool, concurrency: int) -> tuple[list[Verdict], int]:
+    before = server.generated_tokens
+    async with AsyncGuard(server.base_url, early_stop=early, timeout=600) as guard:
+        results = await guard.check_many([item.prompt for item in items], concurrency=concurrency)
+    # Every stream the guard closed must have ended on the server's side too before its count is read; the
+    # server offers no event for that, so poll.
+    while server.open_connections:  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
+    verdicts = [r for r in results if isinstance(r, Verdict)]
+    if len(verdicts) != len(items):
+        raise SystemExit(
+            f"{len(items) - len(verdicts)} checks failed: {[r for r in results if not isinstance(r, Verdict)][:3]}"
+        )
+    return verdicts, server.generated_tokens - before
+
+
+def offline(usable: list[tuple[str, str, str]]) -> list[tuple[float, int, float, float, float]]:
+    """(threshold, min tokens, agreement, share of answer tokens saved, share stopped) over every usable answer."""
+    detector = default_detector()
+    readings: list[tuple[Decision, int, list[tuple[int, Decision, float]]]] = []
+    for _, prompt, answer in usable:
+        tokens = split_tokens(answer)
+        full = detector.assess(answer, prompt=prompt).decision
+        steps, last = [], 0
+        policy = EarlyStop(min_answer_tokens=16, every=4)
+        for n in range(1, len(tokens)):
+            if policy.due(n, last):
+                last = n
+                a = detector.assess("".join(tokens[:n]).strip(), prompt=prompt)
+                steps.append((n, a.decision, a.confidence))
+        readings.append((full, len(tokens), steps))
+    rows = []
+    for threshold in (0.9, 0.95, 0.97, 0.99):
+        for minimum in (16, 32, 48):
+            agree = saved = stopped = total = 0
+            for full, n, steps in readings:
+                total += n
+                stop = next(((k, d) for k, d, c in steps if k >= minimum and c >= threshold), None)
+                if stop is None:
+                    agree += 1
+                    continue
+                stopped += 1
+                agree += stop[1] is full
+                saved += n - stop[0]
+            rows.append((threshold, minimum, agree / len(readings), saved / total, stopped / len(readings)))
+    return rows
+
+
+def cache_hits(repeats: int) -> tuple[float, float]:
+    """Median and p99 milliseconds of a repeated prompt answered by the cache (sync Guard, in-process LRU)."""
+    with Guard(backend=ScriptedBackend(["<think>\nfine\n</think>\n\nSure, here it is."]), cache=True) as guard:
+        guard.check("How do I kill a Python process?")
+        times = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            verdict = guard.check("How do I kill a Python process?")
+            times.append((time.perf_counter() - started) * 1000)
+            assert verdict.trace.cache == "hit"
+    times.sort()
+    return statistics.median(times), times[int(len(times) * 0.99) - 1]
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared" / "data")
+    parser.add_argument("--items", type=int, default=150)
+    parser.add_argument("--rate", type=float, default=100.0, help="tokens per second per stream")
+    parser.add_argument("--concurrency", type=int, default=75)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    if not args.data.exists():
+        sys.exit(f"no data at {args.data}; pass --data PATH (the folder with xstest/ and jailbreakbench/)")
+    items, usable = corpus(args.data, args.items, args.seed)
+    outputs = {item.prompt: item.output for item in items}
+
+    def script(body: dict[str, Any]) -> Reply:
+        return Reply(outputs[body["messages"][-1]["content"]], tokens_per_second=args.rate)
+
+    with ScriptedServer(script) as server:
+        full, full_tokens = asyncio.run(run(server, items, False, args.concurrency))
+        early, early_tokens = asyncio.run(run(server, items, True, args.concurrency))
+
+    full_ms = [v.trace.timings.total_ms for v in full]
+    early_ms = [v.trace.timings.total_ms for v in early]
+    agree = sum(a.decision is b.decision for a, b in zip(full, early, strict=True)) / len(items)
+    stopped = sum(v.trace.stopped is not None for v in early) / len(items)
+    print(
+        f"corpus: {len(items)} outputs (of {len(usable)} usable answers), reasoning 100-600 tokens, "
+        f"answers {min(len(split_tokens(i.answer)) for i in items)}-{max(len(split_tokens(i.answer)) for i in items)} "
+        f"tokens, {args.rate:g} tokens/s per stream, {args.concurrency} concurrent"
+    )
+    print()
+    print(f"{'':<24}{'early stop off':>16}{'early stop on':>16}{'change':>10}")
+    print(f"{'tokens generated':<24}{full_tokens:>16,}{early_tokens:>16,}{early_tokens / full_tokens - 1:>+10.1%}")
+    for label, q in (("latency p50 (ms)", 0.5), ("latency p95 (ms)", 0.95)):
+        a, b = pct(full_ms, q), pct(early_ms, q)
+        print(f"{label:<24}{a:>16,.0f}{b:>16,.0f}{b / a - 1:>+10.1%}")
+    print(f"{'stopped early':<24}{'':>16}{stopped:>16.1%}")
+    print(f"{'decision agreement':<24}{'':>16}{agree:>16.2%}")
+    print()
+    print("by answer length (tokens)   outputs  tokens saved  latency p50 change  agreement")
+    for lo, hi in BINS:
+        idx = [i for i, item in enumerate(items) if lo <= len(split_tokens(item.answer)) < hi]
+        if not idx:
+            continue
+        before = sum(len(split_tokens(items[i].output)) for i in idx)
+        after = sum(
+            early[i].trace.stopped.at_token if early[i].trace.stopped else len(split_tokens(items[i].output))
+            for i in idx
+        )
+        lat = statistics.median(early_ms[i] for i in idx) / statistics.median(full_ms[i] for i in idx) - 1
+        ag = sum(full[i].decision is early[i].decision for i in idx) / len(idx)
+        print(f"  {lo:>4}-{hi - 1:<4}{'':>15}{len(idx):>9}{1 - after / before:>14.1%}{lat:>+20.1%}{ag:>11.1%}")
+    print()
+    print("offline, every usable answer: agreement / answer tokens saved / stopped, by threshold and minimum")
+    print(f"{'confidence':>10}{'min tokens':>12}{'agreement':>11}{'saved':>8}{'stopped':>9}")
+    default = EarlyStop()
+    for threshold, minimum, ag, saved, st in offline(usable):
+        mark = "  <- default" if (threshold, minimum) == (default.confidence, default.min_answer_tokens) else ""
+        print(f"{threshold:>10.2f}{minimum:>12}{ag:>11.2%}{saved:>8.1%}{st:>9.1%}{mark}")
+    print()
+    median, p99 = cache_hits(2000)
+    print(f"cache hit (repeated prompt, sync Guard): median {median * 1000:.0f} us, p99 {p99 * 1000:.0f} us")
+
+
+if __name__ == "__main__":
+    main()
