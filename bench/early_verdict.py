@@ -125,7 +125,7 @@ def offline(usable: list[tuple[str, str, str]]) -> list[tuple[float, int, float,
         readings.append((full, len(tokens), steps))
     rows = []
     for threshold in (0.9, 0.95, 0.97, 0.99):
-        for minimum in (16, 32, 48):
+        for minimum in (16, 32, 40, 48):
             agree = saved = stopped = total = 0
             for full, n, steps in readings:
                 total += n

@@ -16,11 +16,12 @@ class EarlyStop:
     While the answer streams in, the guard's detector reads it every ``every`` tokens once it has
     ``min_answer_tokens``; the first reading at or above ``confidence`` becomes the verdict and the stream is
     closed, so the server stops generating. The defaults come from ``bench/early_verdict.py``: on public
-    answers of real models, the early decision agrees with the full-answer decision at least 99% of the time.
+    answers of real models, the early decision agrees with the full-answer decision at least 99% of the time
+    (40 model tokens are about 30 words, where that bench measured 99.3% agreement).
     """
 
     confidence: float = 0.97
-    min_answer_tokens: int = 32
+    min_answer_tokens: int = 40
     every: int = 4
 
     def __post_init__(self) -> None:

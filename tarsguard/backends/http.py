@@ -7,6 +7,7 @@ import email.utils
 import functools
 import json
 import random
+import sys
 import time
 from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
@@ -308,7 +309,7 @@ class HTTPBackend:
         # The happy path above stays free of retry machinery; tenacity takes over once an attempt failed.
         from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
-        await asyncio.sleep(_delay(first_error, 1))
+        await asyncio.sleep(_note_retry(first_error, 1, _delay(first_error, 1)))
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.max_retries),
             wait=_wait,
@@ -344,7 +345,26 @@ def _wait(state: RetryCallState) -> float:
     exc = state.outcome.exception() if state.outcome else None
     assert isinstance(exc, TarsGuardError)
     # Attempt n of the retry loop is the request's attempt n + 1.
-    return _delay(exc, state.attempt_number + 1)
+    attempt = state.attempt_number + 1
+    return _note_retry(exc, attempt, _delay(exc, attempt))
+
+
+def _note_retry(exc: TarsGuardError, attempt: int, delay: float) -> float:
+    """Record a retry as an event of the current OpenTelemetry span, if tracing loaded OTel; returns ``delay``."""
+    otel = sys.modules.get("opentelemetry.trace")
+    if otel is not None:
+        span = otel.get_current_span()
+        if span.is_recording():
+            attributes: dict[str, Any] = {
+                "tarsguard.retry.attempt": attempt,
+                "tarsguard.retry.delay_s": round(delay, 3),
+                "error.type": exc.kind,
+            }
+            status = getattr(exc, "status_code", None)
+            if status is not None:
+                attributes["http.response.status_code"] = status
+            span.add_event("tarsguard.retry", attributes)
+    return delay
 
 
 def _delay(exc: TarsGuardError, attempt: int) -> float:

@@ -201,3 +201,23 @@ def test_spans_off_means_no_opentelemetry_import_and_no_span() -> None:
         "assert not [m for m in sys.modules if m.startswith('opentelemetry')]"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+async def test_each_retry_is_an_event_of_the_checks_span(
+    provider: TracerProvider, exporter: InMemorySpanExporter, serve: Any
+) -> None:
+    from tarsguard.testing import Reply
+
+    script = [Reply(status=503, error_message="busy"), Reply(status=429, retry_after=0), "<think>ok</think>Sure."]
+    server = serve(script)
+    async with AsyncGuard(server.base_url, trace=OTelSpans(provider), max_retries=3) as guard:
+        verdict = await guard.check("hello")
+    assert verdict.trace.retries == 2
+    span = only_span(exporter)
+    retries = [event for event in span.events if event.name == "tarsguard.retry"]
+    assert [dict(event.attributes or {})["tarsguard.retry.attempt"] for event in retries] == [1, 2]
+    assert [dict(event.attributes or {})["http.response.status_code"] for event in retries] == [503, 429]
+    assert all(dict(event.attributes or {})["error.type"] for event in retries)
+    assert span.start_time is not None and span.end_time is not None
+    assert all(span.start_time <= event.timestamp <= span.end_time for event in retries)
+    assert retries[0].timestamp < retries[1].timestamp
