@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tarsguard import AsyncGuard, Decision, EarlyStop, Guard, Verdict
+from tarsguard import Assessment, AsyncGuard, Decision, EarlyStop, Guard, Verdict
 from tarsguard._scripted_server import split_tokens
 from tarsguard.detect import default_detector
 from tarsguard.testing import Reply, ScriptedBackend, ScriptedServer
@@ -95,7 +95,11 @@ def corpus(data: Path, items: int, seed: int) -> tuple[list[Item], list[tuple[st
 async def run(server: ScriptedServer, items: list[Item], early: bool, concurrency: int) -> tuple[list[Verdict], int]:
     before = server.generated_tokens
     async with AsyncGuard(server.base_url, early_stop=early, timeout=600) as guard:
-        results = await guard.check_many([item.prompt for item in items], concurrency=concurrency)
+        conversations = [
+            [{"role": "system", "content": f"item {i}"}, {"role": "user", "content": item.prompt}]
+            for i, item in enumerate(items)
+        ]
+        results = await guard.check_many(conversations, concurrency=concurrency)
     # Every stream the guard closed must have ended on the server's side too before its count is read; the
     # server offers no event for that, so poll.
     while server.open_connections:  # noqa: ASYNC110
@@ -108,35 +112,41 @@ async def run(server: ScriptedServer, items: list[Item], early: bool, concurrenc
     return verdicts, server.generated_tokens - before
 
 
-def offline(usable: list[tuple[str, str, str]]) -> list[tuple[float, int, float, float, float]]:
-    """(threshold, min tokens, agreement, share of answer tokens saved, share stopped) over every usable answer."""
+OFFLINE_POLICIES = [
+    EarlyStop(confidence=c, min_answer_tokens=m, min_decline_tokens=d)
+    for c in (0.9, 0.95, 0.97, 0.99)
+    for m, d in ((16, 16), (40, 40), (40, 80), (64, 80))
+]
+
+
+def offline(usable: list[tuple[str, str, str]]) -> list[tuple[EarlyStop, float, float, float]]:
+    """(policy, agreement, share of answer tokens saved, share stopped) over every usable answer (no reasoning)."""
     detector = default_detector()
-    readings: list[tuple[Decision, int, list[tuple[int, Decision, float]]]] = []
+    readings: list[tuple[Decision, int, list[tuple[int, Assessment]]]] = []
+    cadence = EarlyStop(min_answer_tokens=16, min_decline_tokens=16)
     for _, prompt, answer in usable:
         tokens = split_tokens(answer)
         full = detector.assess(answer, prompt=prompt).decision
-        steps, last = [], 0
-        policy = EarlyStop(min_answer_tokens=16, every=4)
+        steps: list[tuple[int, Assessment]] = []
+        last = 0
         for n in range(1, len(tokens)):
-            if policy.due(n, last):
+            if cadence.due(n, last):
                 last = n
-                a = detector.assess("".join(tokens[:n]).strip(), prompt=prompt)
-                steps.append((n, a.decision, a.confidence))
+                steps.append((n, detector.assess("".join(tokens[:n]).strip(), prompt=prompt)))
         readings.append((full, len(tokens), steps))
     rows = []
-    for threshold in (0.9, 0.95, 0.97, 0.99):
-        for minimum in (16, 32, 40, 48):
-            agree = saved = stopped = total = 0
-            for full, n, steps in readings:
-                total += n
-                stop = next(((k, d) for k, d, c in steps if k >= minimum and c >= threshold), None)
-                if stop is None:
-                    agree += 1
-                    continue
-                stopped += 1
-                agree += stop[1] is full
-                saved += n - stop[0]
-            rows.append((threshold, minimum, agree / len(readings), saved / total, stopped / len(readings)))
+    for policy in OFFLINE_POLICIES:
+        agree = saved = stopped = total = 0
+        for full, n, steps in readings:
+            total += n
+            stop = next(((k, a.decision) for k, a in steps if policy.settles(a, k)), None)
+            if stop is None:
+                agree += 1
+                continue
+            stopped += 1
+            agree += stop[1] is full
+            saved += n - stop[0]
+        rows.append((policy, agree / len(readings), saved / total, stopped / len(readings)))
     return rows
 
 
@@ -170,10 +180,11 @@ def main() -> None:
     if not args.data.exists():
         sys.exit(f"no data at {args.data}; pass --data PATH (the folder with xstest/ and jailbreakbench/)")
     items, usable = corpus(args.data, args.items, args.seed)
-    outputs = {item.prompt: item.output for item in items}
 
     def script(body: dict[str, Any]) -> Reply:
-        return Reply(outputs[body["messages"][-1]["content"]], tokens_per_second=args.rate)
+        # The system turn names the item: prompts repeat across the data (one prompt, several models' answers).
+        index = int(body["messages"][0]["content"].removeprefix("item "))
+        return Reply(items[index].output, tokens_per_second=args.rate)
 
     with ScriptedServer(script) as server:
         full, full_tokens = asyncio.run(run(server, items, False, args.concurrency))
@@ -211,12 +222,14 @@ def main() -> None:
         ag = sum(full[i].decision is early[i].decision for i in idx) / len(idx)
         print(f"  {lo:>4}-{hi - 1:<4}{'':>15}{len(idx):>9}{1 - after / before:>14.1%}{lat:>+20.1%}{ag:>11.1%}")
     print()
-    print("offline, every usable answer: agreement / answer tokens saved / stopped, by threshold and minimum")
-    print(f"{'confidence':>10}{'min tokens':>12}{'agreement':>11}{'saved':>8}{'stopped':>9}")
-    default = EarlyStop()
-    for threshold, minimum, ag, saved, st in offline(usable):
-        mark = "  <- default" if (threshold, minimum) == (default.confidence, default.min_answer_tokens) else ""
-        print(f"{threshold:>10.2f}{minimum:>12}{ag:>11.2%}{saved:>8.1%}{st:>9.1%}{mark}")
+    print("offline, every usable answer, no reasoning: agreement / answer tokens saved / stopped, by policy")
+    print(f"{'confidence':>10}{'min tokens':>12}{'min decline':>13}{'agreement':>11}{'saved':>8}{'stopped':>9}")
+    for policy, ag, saved, st in offline(usable):
+        mark = "  <- default" if policy == EarlyStop() else ""
+        print(
+            f"{policy.confidence:>10.2f}{policy.min_answer_tokens:>12}{policy.min_decline_tokens:>13}"
+            f"{ag:>11.2%}{saved:>8.1%}{st:>9.1%}{mark}"
+        )
     print()
     median, p99 = cache_hits(2000)
     print(f"cache hit (repeated prompt, sync Guard): median {median * 1000:.0f} us, p99 {p99 * 1000:.0f} us")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ._exceptions import ConfigurationError
+from ._types import Assessment, Decision
 
 __all__ = ["EarlyStop"]
 
@@ -22,13 +23,17 @@ class EarlyStop:
 
     confidence: float = 0.97
     min_answer_tokens: int = 40
+    min_decline_tokens: int = 80
+    """A refusal is often followed by an offer of other help, which makes it partial: a decline waits longer."""
     every: int = 4
 
     def __post_init__(self) -> None:
         if not 0.0 < self.confidence <= 1.0:
             raise ConfigurationError(f"EarlyStop.confidence must be in (0, 1]; got {self.confidence!r}")
-        if self.min_answer_tokens < 1 or self.every < 1:
-            raise ConfigurationError("EarlyStop.min_answer_tokens and EarlyStop.every must be >= 1")
+        if self.min_answer_tokens < 1 or self.every < 1 or self.min_decline_tokens < self.min_answer_tokens:
+            raise ConfigurationError(
+                "EarlyStop needs min_answer_tokens >= 1, every >= 1 and min_decline_tokens >= min_answer_tokens"
+            )
 
     def due(self, answer_tokens: int, last_read: int) -> bool:
         """Whether the detector should read the answer now, at ``answer_tokens``, last read at ``last_read``."""
@@ -36,3 +41,11 @@ class EarlyStop:
             return False
         # Readings thin out as the answer grows: a long answer that is still unclear costs O(log n) readings.
         return answer_tokens - last_read >= max(self.every, last_read // 8)
+
+    def settles(self, reading: Assessment, answer_tokens: int) -> bool:
+        """Whether ``reading`` of an answer of ``answer_tokens`` so far is certain enough to be the verdict."""
+        if reading.decision is Decision.UNDETERMINED or reading.confidence < self.confidence:
+            return False
+        return answer_tokens >= (
+            self.min_decline_tokens if reading.decision is Decision.DECLINED else self.min_answer_tokens
+        )

@@ -43,7 +43,8 @@ def wait_closed(server: ScriptedServer, deadline: float = 5.0) -> None:
 def test_the_server_stops_once_the_decision_is_certain(serve: Serve, answer: str, decision: Decision) -> None:
     output = tars(answer)
     server = serve([Reply(output, tokens_per_second=1000)])  # about 0.5 s of stream if nobody stops it
-    with Guard(server.base_url, detector=DECLINING, early_stop=EarlyStop(min_answer_tokens=16)) as guard:
+    policy = EarlyStop(min_answer_tokens=16, min_decline_tokens=16)
+    with Guard(server.base_url, detector=DECLINING, early_stop=policy) as guard:
         verdict = guard.check("a prompt")
     wait_closed(server)
     assert verdict.decision is decision and verdict.confidence == 0.99
@@ -88,7 +89,8 @@ def test_a_short_answer_is_read_whole() -> None:
 
 def test_the_servers_reasoning_field_counts_as_reasoning(serve: Serve) -> None:
     server = serve([Reply(REFUSAL, reasoning=REASONING)])
-    with Guard(server.base_url, detector=DECLINING, early_stop=EarlyStop(min_answer_tokens=8)) as guard:
+    policy = EarlyStop(min_answer_tokens=8, min_decline_tokens=8)
+    with Guard(server.base_url, detector=DECLINING, early_stop=policy) as guard:
         verdict = guard.check("a prompt")
     stopped = verdict.trace.stopped
     assert stopped is not None and stopped.answer_tokens >= 8
@@ -152,6 +154,17 @@ def test_early_stop_needs_streaming_and_an_in_process_detector() -> None:
         EarlyStop(min_answer_tokens=0)
     with pytest.raises(ConfigurationError, match="max_reasoning_tokens"):
         Guard(backend=backend, max_reasoning_tokens=0)
+
+
+def test_a_decline_waits_for_more_of_the_answer_than_a_compliance() -> None:
+    policy = EarlyStop(min_answer_tokens=20, min_decline_tokens=60)
+    for answer, decision, minimum in ((REFUSAL, Decision.DECLINED, 60), (COMPLIANCE, Decision.ANSWERED, 20)):
+        with Guard(backend=ScriptedBackend([tars(answer)]), detector=DECLINING, early_stop=policy) as guard:
+            verdict = guard.check("a prompt")
+        assert verdict.decision is decision
+        assert verdict.trace.stopped is not None and minimum <= verdict.trace.stopped.answer_tokens < minimum + 8
+    with pytest.raises(ConfigurationError, match="min_decline_tokens"):
+        EarlyStop(min_answer_tokens=50, min_decline_tokens=40)
 
 
 def test_readings_thin_out_as_the_answer_grows() -> None:
