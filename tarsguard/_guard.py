@@ -371,7 +371,7 @@ class _GuardCore:
                     read_at = answer_tokens
                     parsed = _parsed(out)
                     reading = self._detector.assess(parsed.answer, reasoning=parsed.reasoning, prompt=prompt)
-                    if reading.decision is not Decision.UNDETERMINED and reading.confidence >= early.confidence:
+                    if early.settles(reading, answer_tokens):
                         out.early = reading
                         out.stopped = Stopped(
                             reason="decision_certain",
