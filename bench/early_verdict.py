@@ -5,7 +5,8 @@
 Corpus: real model answers from the public data (XSTest's human-labelled completions, JailbreakBench's judge
 comparison and attack-artifact responses) of 50 to 800 tokens, sampled evenly across length bins, each
 behind a reasoning block of 100 to 600 tokens (TARS's format). A scripted TARS server streams every
-output at a fixed rate (tokens per second, per stream); the same checks run with early stop off, then on.
+output at a fixed rate (tokens per second, per stream); the same checks run with early stop off, on, on
+and off again (latency: each item's mean over its two runs in a mode; tokens: the mean of the two runs).
 "Generated" is what the server streamed before the client went away. Agreement compares each early decision
 with the same detector's decision on the whole answer.
 
@@ -187,12 +188,22 @@ def main() -> None:
         return Reply(items[index].output, tokens_per_second=args.rate)
 
     with ScriptedServer(script) as server:
-        full, full_tokens = asyncio.run(run(server, items, False, args.concurrency))
-        early, early_tokens = asyncio.run(run(server, items, True, args.concurrency))
+        # Off, on, on, off: a load that drifts during the run weighs on both sides alike.
+        runs: dict[bool, list[tuple[list[Verdict], int]]] = {False: [], True: []}
+        for early_stop in (False, True, True, False):
+            runs[early_stop].append(asyncio.run(run(server, items, early_stop, args.concurrency)))
+    full, early = runs[False][0][0], runs[True][0][0]
+    full_tokens = sum(tokens for _, tokens in runs[False]) // 2
+    early_tokens = sum(tokens for _, tokens in runs[True]) // 2
 
-    full_ms = [v.trace.timings.total_ms for v in full]
-    early_ms = [v.trace.timings.total_ms for v in early]
-    agree = sum(a.decision is b.decision for a, b in zip(full, early, strict=True)) / len(items)
+    # Per item, the mean of its two runs in each mode.
+    full_ms = [statistics.fmean(r[0][i].trace.timings.total_ms for r in runs[False]) for i in range(len(items))]
+    early_ms = [statistics.fmean(r[0][i].trace.timings.total_ms for r in runs[True]) for i in range(len(items))]
+    agree = sum(
+        a.decision is b.decision
+        for f, e in zip(runs[False], runs[True], strict=True)
+        for a, b in zip(f[0], e[0], strict=True)
+    ) / (2 * len(items))
     stopped = sum(v.trace.stopped is not None for v in early) / len(items)
     print(
         f"corpus: {len(items)} outputs (of {len(usable)} usable answers), reasoning 100-600 tokens, "
