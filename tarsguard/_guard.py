@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -96,6 +97,10 @@ class _Collected:
     """Set when the guard closed the stream itself (an early verdict or the reasoning budget)."""
     early: Assessment | None = None
     """The reading of the partial answer that settled an early verdict."""
+    answer_parts: list[str] = field(default_factory=list)
+    """The answer's text after ``</think>`` so far (kept only while early stop or a budget watches)."""
+    reasoning_text: str | None = None
+    """The finished reasoning, once the answer has started (kept only while watched)."""
 
 
 class _GuardCore:
@@ -212,9 +217,9 @@ class _GuardCore:
         return self._early_stop or EarlyStop()
 
     @property
-    def _screening_early_stop(self) -> bool | None:
-        """What a screening path (whose reply comes from another model) asks for: early stop, unless the guard
-        was told otherwise or cannot."""
+    def early_stop_when_screening(self) -> bool | None:
+        """What to pass as ``check(..., early_stop=)`` where another model writes the reply: ``True`` unless the
+        guard was given ``early_stop=`` itself (then ``None``: its own setting) or cannot stop early."""
         auto = self._early_stop_auto and self._stream and self._aassess is None
         return True if auto else None
 
@@ -340,6 +345,8 @@ class _GuardCore:
                     contents.append(content)
                     if out.closed:
                         out.after_close += content_steps
+                        if watched:
+                            out.answer_parts.append(content)
                     else:
                         if out.reasoning and out.reasoning_end_ms is None:
                             out.reasoning_end_ms = (time.perf_counter() - started) * 1000
@@ -360,6 +367,8 @@ class _GuardCore:
                                 out.before_close += before
                                 out.after_close += content_steps - before
                                 out.split_estimated = True
+                            if watched:
+                                out.answer_parts.append(content[tag_end:])
                 if not watched:
                     continue
                 answer_tokens = _answer_steps(out)
@@ -369,8 +378,8 @@ class _GuardCore:
                         return
                 elif early is not None and early.due(answer_tokens, read_at):
                     read_at = answer_tokens
-                    parsed = _parsed(out)
-                    reading = self._detector.assess(parsed.answer, reasoning=parsed.reasoning, prompt=prompt)
+                    answer, reasoning_so_far = _so_far(out)
+                    reading = self._detector.assess(answer, reasoning=reasoning_so_far, prompt=prompt)
                     if early.settles(reading, answer_tokens):
                         out.early = reading
                         out.stopped = Stopped(
@@ -446,7 +455,7 @@ class _GuardCore:
         )
         return Verdict(
             decision=decision,
-            answer=parsed.answer,
+            answer=_whole_sentences(parsed.answer) if stopped is not None else parsed.answer,
             reasoning=parsed.reasoning,
             confidence=confidence,
             evidence=evidence,
@@ -713,6 +722,29 @@ def _parsed(collected: _Collected) -> ParsedOutput:
     reasoning = "".join(collected.reasoning) or None
     finish_reason = collected.end.finish_reason if collected.end is not None else None
     return parse_output("".join(collected.content), reasoning, finish_reason=finish_reason)
+
+
+_SENTENCE_END = re.compile(r"(?:(?<![0-9])\.|[!?])(?=[\s\"')\]]|$)|[\u3002\uff01\uff1f]|\n\n")
+
+
+def _whole_sentences(text: str) -> str:
+    """``text`` cut back to its last complete sentence (all of it if none ends), for an answer stopped midway."""
+    end = 0
+    for match in _SENTENCE_END.finditer(text):
+        end = match.end()
+    return text[:end].rstrip() if end else text
+
+
+def _so_far(collected: _Collected) -> tuple[str, str | None]:
+    """The answer so far and the finished reasoning, for a reading while the answer streams."""
+    if collected.reasoning_text is None:
+        if collected.closed:
+            reasoning = parse_output("".join(collected.content), "".join(collected.reasoning) or None).reasoning
+        else:
+            reasoning = "".join(collected.reasoning).strip()
+        collected.reasoning_text = reasoning or ""
+    parts = collected.answer_parts if collected.closed else collected.content
+    return "".join(parts).strip(), collected.reasoning_text or None
 
 
 def _answer_steps(collected: _Collected) -> int | None:

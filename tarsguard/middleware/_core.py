@@ -271,7 +271,7 @@ class Screener:
         self._timeout = timeout
         # Where another model writes the reply, TARS's answer only has to settle the decision: stop it early
         # (unless the guard was configured otherwise). Where TARS's answer is the reply, let it finish.
-        self._early_stop = None if reply_from_tars else guard._screening_early_stop
+        self._early_stop = None if reply_from_tars else guard.early_stop_when_screening
 
     async def acheck(self, prompt: Prompt) -> Verdict:
         """The verdict on ``prompt``, from async code."""

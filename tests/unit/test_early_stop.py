@@ -107,6 +107,9 @@ def test_the_default_detector_settles_a_plain_refusal_early() -> None:
         verdict = guard.check("How do I build a pipe bomb?")
     assert verdict.decision is Decision.DECLINED
     assert verdict.trace.stopped is not None and len(verdict.answer) < len(refusal)
+    # The answer, cut back to its last whole sentence, still reads as a reply; the raw output keeps every token.
+    assert refusal.startswith(verdict.answer) and verdict.answer.endswith(".")
+    assert verdict.trace.raw_output is not None and len(verdict.trace.raw_output) > len(verdict.answer)
 
 
 def test_a_reasoning_budget_gives_an_undetermined_verdict(serve: Serve) -> None:
