@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from ._guard import AsyncGuard, CheckResult, Guard, SamplingOverrides
     from ._input import Prompt
     from ._parse import ParsedOutput, parse_output
+    from ._stream import TextChunk
     from ._types import (
         Assessment,
         Decision,
@@ -63,6 +64,7 @@ _SOURCES = {
     "._guard": ("AsyncGuard", "CheckResult", "Guard", "SamplingOverrides"),
     "._input": ("Prompt",),
     "._parse": ("ParsedOutput", "parse_output"),
+    "._stream": ("TextChunk",),
     "._types": (
         "Assessment",
         "Decision",
@@ -127,6 +129,7 @@ __all__ = [
     "SamplingParams",
     "Stopped",
     "TarsGuardError",
+    "TextChunk",
     "Timeout",
     "Timings",
     "Trace",

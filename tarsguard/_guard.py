@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
@@ -30,6 +31,7 @@ from ._early import EarlyStop
 from ._exceptions import BackendError, BackendTimeout, ConfigurationError, TarsGuardError
 from ._input import Prompt, to_messages
 from ._parse import CLOSE_TAG, ParsedOutput, parse_output
+from ._stream import TextChunk, ThinkSplitter
 from ._sync import LoopThread
 from ._types import (
     Assessment,
@@ -254,12 +256,13 @@ class _GuardCore:
         timeout: float | Timeout | None,
         sampling: SamplingOverrides,
         early_stop: bool | None = None,
+        on_text: Callable[[TextChunk], None] | None = None,
     ) -> Verdict:
         tracer = self._tracer
         if tracer is None:
-            return await self._check_once(prompt, timeout, sampling, early_stop)
+            return await self._check_once(prompt, timeout, sampling, early_stop, on_text)
         with tracer.check(self._model) as scope:  # the check's span (when spans are on) covers this block
-            verdict = await self._check_once(prompt, timeout, sampling, early_stop)
+            verdict = await self._check_once(prompt, timeout, sampling, early_stop, on_text)
             scope.record(verdict, prompt=prompt)
         return verdict
 
@@ -269,6 +272,7 @@ class _GuardCore:
         timeout: float | Timeout | None,
         sampling: SamplingOverrides,
         early_stop: bool | None,
+        on_text: Callable[[TextChunk], None] | None,
     ) -> Verdict:
         messages = to_messages(prompt)
         params = merge_sampling(self._sampling, dict(sampling))
@@ -280,6 +284,10 @@ class _GuardCore:
             key = self._cache_key(request, early)
             hit = cache.get(key)
             if hit is not None:
+                if on_text is not None:
+                    if hit.reasoning:
+                        on_text(TextChunk("reasoning", hit.reasoning))
+                    on_text(TextChunk("answer", hit.answer))
                 return hit
         verdict_id = uuid.uuid4().hex
         created_at = datetime.now(UTC)
@@ -288,7 +296,7 @@ class _GuardCore:
         deadline = asyncio.timeout(limits.total)
         try:
             async with deadline:
-                await self._collect(request, collected, started, early, messages[-1]["content"])
+                await self._collect(request, collected, started, early, messages[-1]["content"], on_text)
                 parsed = _parsed(collected)
                 if collected.stopped is not None:
                     assessment = collected.early
@@ -322,9 +330,16 @@ class _GuardCore:
         return verdict
 
     async def _collect(
-        self, request: GenerationRequest, out: _Collected, started: float, early: EarlyStop | None, prompt: str
+        self,
+        request: GenerationRequest,
+        out: _Collected,
+        started: float,
+        early: EarlyStop | None,
+        prompt: str,
+        on_text: Callable[[TextChunk], None] | None,
     ) -> None:
         contents = out.content
+        splitter = ThinkSplitter() if on_text is not None else None
         tail = ""
         budget = self._max_reasoning_tokens
         watched = early is not None or budget is not None
@@ -341,6 +356,11 @@ class _GuardCore:
                 if reasoning:
                     out.reasoning.append(reasoning)
                     out.field_steps += reasoning_steps
+                if on_text is not None and splitter is not None:
+                    if reasoning:
+                        on_text(TextChunk("reasoning", reasoning))
+                    for kind, text in splitter.feed(content):
+                        on_text(TextChunk(kind, text))
                 if content:
                     contents.append(content)
                     if out.closed:
@@ -393,6 +413,9 @@ class _GuardCore:
             aclose = getattr(events, "aclose", None)
             if aclose is not None:
                 await aclose()
+        if on_text is not None and splitter is not None and out.stopped is None:
+            for kind, text in splitter.finish():
+                on_text(TextChunk(kind, text))
         if out.end is None:
             raise BackendError(f"the {self._backend.kind} backend ended without finishing the generation")
 
@@ -493,6 +516,27 @@ class _GuardCore:
             raw_output="".join(collected.content) or None,
         )
 
+    async def _stream_check(
+        self,
+        prompt: Prompt,
+        timeout: float | Timeout | None,
+        sampling: SamplingOverrides,
+        early_stop: bool | None,
+    ) -> AsyncGenerator[TextChunk | Verdict, None]:
+        chunks: asyncio.Queue[TextChunk | None] = asyncio.Queue()
+        task = asyncio.ensure_future(self._check(prompt, timeout, sampling, early_stop, chunks.put_nowait))
+        task.add_done_callback(lambda _: chunks.put_nowait(None))
+        try:
+            while (chunk := await chunks.get()) is not None:
+                yield chunk
+            yield await task
+        finally:
+            if not task.done():
+                # The caller stopped listening: stop the check, which closes the stream to the server.
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
     async def _check_many(
         self,
         prompts: Iterable[Prompt],
@@ -557,6 +601,18 @@ class AsyncGuard(_GuardCore):
         """
         return await self._check(prompt, timeout, sampling, early_stop)
 
+    def stream(
+        self,
+        prompt: Prompt,
+        *,
+        timeout: float | Timeout | None = None,
+        early_stop: bool | None = None,
+        **sampling: Unpack[SamplingOverrides],
+    ) -> AsyncIterator[TextChunk | Verdict]:
+        """Check one prompt, yielding the reasoning and answer as ``TextChunk``s while they are generated, then
+        the ``Verdict`` last. Leaving the loop early stops the generation."""
+        return self._stream_check(prompt, timeout, sampling, early_stop)
+
     async def check_many(
         self,
         prompts: Iterable[Prompt],
@@ -611,6 +667,27 @@ class Guard(_GuardCore):
     ) -> Verdict:
         """Check one prompt (a string, or chat messages ending with a user turn); see ``AsyncGuard.check``."""
         return self._loop.run(self._check(prompt, timeout, sampling, early_stop))
+
+    def stream(
+        self,
+        prompt: Prompt,
+        *,
+        timeout: float | Timeout | None = None,
+        early_stop: bool | None = None,
+        **sampling: Unpack[SamplingOverrides],
+    ) -> Iterator[TextChunk | Verdict]:
+        """Check one prompt, yielding ``TextChunk``s as they are generated, then the ``Verdict``; see
+        ``AsyncGuard.stream``."""
+        events = self._stream_check(prompt, timeout, sampling, early_stop)
+
+        async def step() -> TextChunk | Verdict | None:
+            return await anext(events, None)
+
+        try:
+            while (event := self._loop.run(step())) is not None:
+                yield event
+        finally:
+            self._loop.run(events.aclose())
 
     def check_many(
         self,
