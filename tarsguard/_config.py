@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,6 +75,29 @@ def resolve(value: Any, env_name: str) -> str | None:
     if value is not None:
         return str(value)
     return os.environ.get(env_name) or None
+
+
+def resolve_base_url(value: str | Sequence[str] | None) -> tuple[str, ...] | None:
+    """The base URL(s) from the argument, else ``TARSGUARD_BASE_URL``; comma-separated URLs are split.
+
+    ``None`` when neither gives one.
+    """
+    if value is None:
+        value = os.environ.get(ENV_BASE_URL) or None
+        if value is None:
+            return None
+    if isinstance(value, str):
+        parts: list[Any] = value.split(",")
+    elif isinstance(value, list | tuple):
+        parts = list(value)
+    else:
+        parts = [str(value)]
+    if not all(isinstance(part, str) for part in parts):
+        raise ConfigurationError(f"base_url must be a URL or a list of URLs, got {value!r}")
+    urls = tuple(part.strip() for part in parts if part.strip())
+    if not urls:
+        raise ConfigurationError(f"base_url holds no URL: {value!r}")
+    return urls
 
 
 def resolve_timeout(value: float | Timeout | None) -> Timeout:

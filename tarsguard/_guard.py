@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import re
@@ -19,12 +20,12 @@ from ._config import (
     DEFAULT_MAX_RETRIES,
     DEFAULT_SAMPLING,
     ENV_API_KEY,
-    ENV_BASE_URL,
     ENV_MODEL,
     ENV_TRACE,
     Timeout,
     merge_sampling,
     resolve,
+    resolve_base_url,
     resolve_timeout,
 )
 from ._early import EarlyStop
@@ -47,7 +48,7 @@ from ._types import (
     Verdict,
 )
 from ._version import __version__
-from .backends._base import Backend, GenerationEnd, GenerationRequest
+from .backends._base import Backend, GenerationEnd, GenerationRequest, GenerationRestart
 from .detect import DecisionDetector, default_detector
 
 if TYPE_CHECKING:
@@ -104,13 +105,19 @@ class _Collected:
     reasoning_text: str | None = None
     """The finished reasoning, once the answer has started (kept only while watched)."""
 
+    def restart(self) -> None:
+        """Forget the text and counts of a generation the backend abandoned; timings to the first token stay."""
+        fresh = _Collected(first_token_ms=self.first_token_ms)
+        for item in dataclasses.fields(self):
+            setattr(self, item.name, getattr(fresh, item.name))
+
 
 class _GuardCore:
     """Configuration and the check pipeline shared by ``Guard`` and ``AsyncGuard``."""
 
     def __init__(
         self,
-        base_url: str | None = None,
+        base_url: str | Sequence[str] | None = None,
         *,
         model: str | None = None,
         api_key: str | None = None,
@@ -133,21 +140,22 @@ class _GuardCore:
             raise ConfigurationError(f"on_error must be one of {', '.join(_POLICIES)}; got {on_error!r}")
         self._model = resolve(model, ENV_MODEL)
         if backend is None:
-            url = resolve(base_url, ENV_BASE_URL)
+            url = resolve_base_url(base_url)
             if url is None:
-                raise ConfigurationError(
-                    f"no backend: pass base_url='http://HOST:PORT/v1' (a vLLM or OpenAI-compatible server), "
-                    f"set {ENV_BASE_URL}, or pass backend="
-                )
-            from .backends.http import HTTPBackend
+                # No server: the embedded default runs the model in-process; it loads on the first check.
+                from .backends._embedded import embedded_backend
 
-            backend = HTTPBackend(
-                url,
-                api_key=resolve(api_key, ENV_API_KEY),
-                model=self._model,
-                max_retries=max_retries,
-                headers=headers,
-            )
+                backend = embedded_backend(self._model)
+            else:
+                from .backends.pool import http_backend
+
+                backend = http_backend(
+                    url,
+                    api_key=resolve(api_key, ENV_API_KEY),
+                    model=self._model,
+                    max_retries=max_retries,
+                    headers=headers,
+                )
         elif base_url is not None or api_key is not None or headers is not None:
             raise ConfigurationError("pass either backend= or base_url=/api_key=/headers=, not both")
         self._backend: Backend = backend
@@ -349,6 +357,12 @@ class _GuardCore:
             async for event in events:
                 if isinstance(event, GenerationEnd):
                     out.end = event
+                    continue
+                if isinstance(event, GenerationRestart):
+                    # The backend starts over elsewhere: nothing generated so far belongs to this verdict.
+                    out.restart()
+                    contents, tail, read_at = out.content, "", 0
+                    splitter = ThinkSplitter() if on_text is not None else None
                     continue
                 content, reasoning, content_steps, reasoning_steps = event
                 if out.first_token_ms is None:

@@ -33,6 +33,7 @@ from ._exceptions import InvalidInput, TarsGuardError
 from ._guard import AsyncGuard, Guard, SamplingOverrides
 from ._types import Decision, Verdict
 from .detect import classify as classify_answer
+from .eval._cli import eval_app
 from .tracing._cli import traces_app
 
 EXIT_OK, EXIT_INTERNAL = 0, 1
@@ -53,6 +54,7 @@ app = typer.Typer(
 )
 stderr = Console(stderr=True)
 app.add_typer(traces_app, name="traces")
+app.add_typer(eval_app, name="eval")
 
 BaseUrl = Annotated[
     str | None,
@@ -248,6 +250,114 @@ def proxy(
         logging.getLogger("tarsguard").addHandler(handler)
         logging.getLogger("tarsguard").setLevel(logging.INFO)
         serve(config, access_log=access_log)
+
+
+@app.command()
+def demo(
+    trace: Annotated[
+        Path | None, typer.Option("--trace", help="JSONL file the verdicts are traced to [a file in the cache].")
+    ] = None,
+    model_dir: Annotated[
+        Path | None, typer.Option("--model-dir", help="A chat model folder to use instead of the stand-in.")
+    ] = None,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, help="Token budget per check.")] = 128,
+) -> None:
+    """Run the whole pipeline in-process on a small stand-in model (SmolLM2-135M, NOT a safety model)."""
+    from ._demo import run_demo
+
+    with _errors():
+        code = run_demo(console=Console(), trace=trace, model_dir=model_dir, max_tokens=max_tokens)
+    raise typer.Exit(code)
+
+
+@app.command()
+def serve(
+    args: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="[MODEL] [-- VLLM_ARGS...]",
+            help="A hub id or model folder (default TARS-7B on GPU, TARS-1.5B on CPU); after --, flags for vLLM.",
+            show_default=False,
+        ),
+    ] = None,
+    served_model_name: Annotated[
+        str | None, typer.Option("--served-model-name", help="Model id clients see (default: hub id or folder name).")
+    ] = None,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port to listen on.")] = 8000,
+    dtype: Annotated[
+        str | None, typer.Option("--dtype", help="auto, bfloat16, float16, float32 (default: bfloat16 on GPU).")
+    ] = None,
+    max_model_len: Annotated[
+        int, typer.Option("--max-model-len", min=0, help="Context length; 0 for the model's own.")
+    ] = 16384,
+    prefix_caching: Annotated[
+        bool, typer.Option("--prefix-caching/--no-prefix-caching", help="Reuse the KV cache of shared prefixes.")
+    ] = True,
+    tensor_parallel_size: Annotated[
+        int, typer.Option("--tensor-parallel-size", "-tp", min=1, help="GPUs each layer is split across.")
+    ] = 1,
+    pipeline_parallel_size: Annotated[
+        int, typer.Option("--pipeline-parallel-size", "-pp", min=1, help="GPUs (or nodes) the layers are spread over.")
+    ] = 1,
+    gpu_memory_utilization: Annotated[
+        float | None, typer.Option("--gpu-memory-utilization", help="Share of GPU memory for vLLM (default: its own).")
+    ] = None,
+    kv_cache_gib: Annotated[
+        float | None, typer.Option("--kv-cache-gib", help="KV cache size in GiB, CPU or GPU (default: vLLM's choice).")
+    ] = None,
+    enforce_eager: Annotated[
+        bool | None,
+        typer.Option("--enforce-eager/--no-enforce-eager", help="No graph capture or compiling (default: on for CPU)."),
+    ] = None,
+    device: Annotated[str, typer.Option("--device", help="auto, cuda or cpu: decides the defaults above.")] = "auto",
+    launcher: Annotated[
+        str, typer.Option("--launcher", help="auto, console (vllm serve) or module (python -m ...api_server).")
+    ] = "auto",
+    startup_timeout: Annotated[
+        float, typer.Option("--startup-timeout", min=1, help="Seconds to wait for /health (downloads count).")
+    ] = 1800.0,
+    log_file: Annotated[
+        Path | None, typer.Option("--log-file", help="Append the server's output to this file (default: stderr).")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the vLLM command and exit.")] = False,
+) -> None:
+    """Start a vLLM OpenAI-compatible server for TARS; print its base URL and a snippet once it is healthy.
+
+    Ctrl-C (or SIGTERM) stops the server and its engine processes.
+
+    Flags after -- go to vLLM unchanged, after (so over) the ones above: tarsguard serve -- --max-num-seqs 64
+    """
+    from ._serve import ServeConfig, plan, run
+
+    rest = list(args or [])
+    model = rest.pop(0) if rest and not rest[0].startswith("-") else None
+    if launcher not in ("auto", "console", "module"):
+        fail(EXIT_USAGE, f"--launcher must be auto, console or module; got {launcher!r}")
+    if device not in ("auto", "cuda", "cpu"):
+        fail(EXIT_USAGE, f"--device must be auto, cuda or cpu; got {device!r}")
+    with _errors():
+        config = ServeConfig(
+            model=model,
+            served_model_name=served_model_name,
+            host=host,
+            port=port,
+            dtype=dtype,
+            max_model_len=max_model_len or None,
+            prefix_caching=prefix_caching,
+            tensor_parallel_size=tensor_parallel_size,
+            pipeline_parallel_size=pipeline_parallel_size,
+            gpu_memory_utilization=gpu_memory_utilization,
+            kv_cache_gib=kv_cache_gib,
+            enforce_eager=enforce_eager,
+            extra_args=tuple(rest),
+        )
+        serve_plan = plan(config, launcher=launcher, device=device)  # type: ignore[arg-type]
+        if dry_run:
+            typer.echo(serve_plan.shell())
+            raise typer.Exit(EXIT_OK)
+        code = run(serve_plan, startup_timeout=startup_timeout, log_file=log_file)
+    raise typer.Exit(code)
 
 
 def _check_file(

@@ -1,8 +1,20 @@
 """Backends: where generations come from. One protocol, several implementations."""
 
-from ._base import Backend, GenerationEnd, GenerationEvent, GenerationRequest, TextDelta
+from ._base import Backend, GenerationEnd, GenerationEvent, GenerationRequest, GenerationRestart, TextDelta
 
-__all__ = ["Backend", "GenerationEnd", "GenerationEvent", "GenerationRequest", "HTTPBackend", "TextDelta"]
+__all__ = [
+    "Backend",
+    "EndpointPool",
+    "EndpointStatus",
+    "GenerationEnd",
+    "GenerationEvent",
+    "GenerationRequest",
+    "GenerationRestart",
+    "HTTPBackend",
+    "TextDelta",
+    "TransformersBackend",
+    "VLLMEngineBackend",
+]
 
 
 def __getattr__(name: str) -> object:
@@ -11,4 +23,16 @@ def __getattr__(name: str) -> object:
         from .http import HTTPBackend
 
         return HTTPBackend
+    if name in ("EndpointPool", "EndpointStatus"):
+        from . import pool
+
+        return getattr(pool, name)
+    if name == "TransformersBackend":  # torch and transformers load with the model, not here
+        from .transformers import TransformersBackend
+
+        return TransformersBackend
+    if name == "VLLMEngineBackend":
+        from .vllm_engine import VLLMEngineBackend
+
+        return VLLMEngineBackend
     raise AttributeError(name)

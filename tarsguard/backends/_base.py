@@ -9,7 +9,7 @@ from typing import Any, NamedTuple, Protocol, runtime_checkable
 from .._config import Timeout
 from .._types import Health, SamplingParams
 
-__all__ = ["Backend", "GenerationEnd", "GenerationEvent", "GenerationRequest", "TextDelta"]
+__all__ = ["Backend", "GenerationEnd", "GenerationEvent", "GenerationRequest", "GenerationRestart", "TextDelta"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +49,14 @@ class GenerationEnd:
     retries: int = 0
 
 
-GenerationEvent = TextDelta | GenerationEnd
+@dataclass(frozen=True, slots=True)
+class GenerationRestart:
+    """Everything generated so far is void: the generation starts again from the beginning (another replica)."""
+
+    reason: str
+
+
+GenerationEvent = TextDelta | GenerationRestart | GenerationEnd
 
 
 @runtime_checkable
@@ -57,7 +64,8 @@ class Backend(Protocol):
     """Something that generates text for chat messages: a server over HTTP, an in-process engine, a script.
 
     ``generate`` yields ``TextDelta`` events as text is produced (one event with all of it when the backend
-    does not stream) and ends with exactly one ``GenerationEnd``. Failures raise ``TarsGuardError``
+    does not stream) and ends with exactly one ``GenerationEnd``. A backend that moves a failed generation
+    elsewhere yields ``GenerationRestart`` first; what came before it is discarded. Failures raise ``TarsGuardError``
     subclasses. Closing the iterator early must stop the generation.
     """
 

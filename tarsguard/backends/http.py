@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import functools
 import json
@@ -29,6 +30,8 @@ _RETRY_AFTER_CAP = 60.0
 _BACKOFF_BASE = 0.25
 _BACKOFF_CAP = 8.0
 _DONE = b"[DONE]"
+_DRAIN_SECONDS = 1.0
+"""How long to wait for the end of a body after ``[DONE]`` before giving up on reusing its connection."""
 _JSON = json.JSONDecoder()
 
 
@@ -169,6 +172,8 @@ class HTTPBackend:
                     yield TextDelta(content, reasoning, content_steps, reasoning_steps)
                 if done:
                     break
+            if done:
+                await _drain(chunks)
         except httpx.HTTPError as exc:
             raise _translate(exc, mid_response=True) from None
         finally:
@@ -347,6 +352,14 @@ def _wait(state: RetryCallState) -> float:
     # Attempt n of the retry loop is the request's attempt n + 1.
     attempt = state.attempt_number + 1
     return _note_retry(exc, attempt, _delay(exc, attempt))
+
+
+async def _drain(chunks: AsyncIterator[bytes]) -> None:
+    """Read what follows ``[DONE]`` (the end of the chunked body), so the connection goes back to the pool."""
+    with contextlib.suppress(httpx.HTTPError, TimeoutError):
+        async with asyncio.timeout(_DRAIN_SECONDS):
+            async for _ in chunks:
+                pass
 
 
 def _note_retry(exc: TarsGuardError, attempt: int, delay: float) -> float:

@@ -21,7 +21,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -161,12 +161,14 @@ def vllm_server(
     extra_args: list[str] | tuple[str, ...] = (),
     host: str = "127.0.0.1",
     port: int | None = None,
+    on_start: Callable[[subprocess.Popen[bytes]], None] | None = None,
 ) -> Iterator[str]:
     """Run a vLLM OpenAI-compatible server for ``model_dir``; yield its base URL ``http://HOST:PORT/v1``.
 
     Waits until ``GET /health`` answers 200 (at most ``startup_timeout`` seconds), raising
     :class:`VLLMServerError` with the tail of the log if the process exits or the deadline
     passes. On exit the whole process group gets SIGTERM, then SIGKILL after a grace period.
+    ``on_start`` gets the healthy server's process (its pid is its process group id).
     ``log_path`` defaults to a fresh file in the temp dir; it is kept afterwards.
     """
     if log_path is None:
@@ -212,6 +214,8 @@ def vllm_server(
             break
         stop_process_group(proc)
     assert proc is not None and base_url
+    if on_start is not None:
+        on_start(proc)
 
     try:
         yield base_url

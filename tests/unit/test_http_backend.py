@@ -477,3 +477,12 @@ def test_base_url_without_v1_gets_a_hint(serve: ServerFactory) -> None:
         guard.check("q")
     assert info.value.status_code == 404 and "/v1" in str(info.value)
     assert chats(server) == []  # nothing reached the real chat endpoint
+
+
+@pytest.mark.parametrize("stream", [True, False])
+async def test_sequential_checks_reuse_one_connection(serve: Callable[..., ScriptedServer], stream: bool) -> None:
+    server = serve(["<think>\nfine\n</think>\n\nSure."])
+    async with AsyncGuard(server.base_url, stream=stream) as guard:
+        for _ in range(5):
+            assert (await guard.check("hello")).decision is Decision.ANSWERED
+    assert server.connections_accepted == 1

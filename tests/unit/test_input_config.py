@@ -143,6 +143,15 @@ def test_conversation_reaches_the_backend_as_validated_dicts() -> None:
 # -- configuration: base_url ------------------------------------------------------------------------------
 
 
+@pytest.fixture
+def nothing_in_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A machine where neither vLLM nor transformers can run the embedded default."""
+    monkeypatch.setattr("tarsguard.backends._embedded.transformers_importable", lambda: False)
+    monkeypatch.setattr("tarsguard.backends._embedded.vllm_importable", lambda: False)
+    monkeypatch.setattr("tarsguard.backends._embedded.cuda_available", lambda: False)
+
+
+@pytest.mark.usefixtures("nothing_in_process")
 def test_no_base_url_and_no_env_is_a_helpful_configuration_error() -> None:
     with pytest.raises(ConfigurationError) as info:
         Guard()
@@ -154,8 +163,8 @@ def test_no_base_url_and_no_env_is_a_helpful_configuration_error() -> None:
 
 def test_empty_base_url_env_counts_as_unset(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TARSGUARD_BASE_URL", "")
-    with pytest.raises(ConfigurationError):
-        Guard()
+    with Guard() as guard:  # no URL at all: the embedded default, not an HTTP backend for ""
+        assert guard.backend.kind in ("transformers", "vllm")
 
 
 def test_base_url_argument_beats_env(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -306,6 +315,6 @@ def test_bad_sampling_is_a_configuration_error(overrides: dict[str, Any]) -> Non
 
 
 def test_configuration_error_is_a_value_error() -> None:
-    make: Callable[[], object] = lambda: Guard()  # noqa: E731
+    make: Callable[[], object] = lambda: Guard(on_error="bogus")  # type: ignore[arg-type]  # noqa: E731
     with pytest.raises(ValueError):
         make()

@@ -1,0 +1,144 @@
+"""In-process backends on the SmolLM2 stand-in (NOT a safety model): batching gain and in-process vs HTTP.
+
+1. TransformersBackend: the same 8 prompts one at a time, then all 8 at once (batched), tokens/s.
+2. The same 8 prompts through VLLMEngineBackend (vLLM in-process) and through a vLLM HTTP server on loopback
+   (the realserver tier's server), one at a time and all at once: tokens/s and p50 latency.
+
+Greedy, fixed token budget, every ratio measured side by side in one run. Prints a markdown table.
+
+    .venv/bin/python bench/local_backends.py [--max-tokens 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+from tarsguard import Timeout  # noqa: E402
+from tarsguard._types import SamplingParams  # noqa: E402
+from tarsguard.backends import Backend, GenerationEnd, GenerationRequest  # noqa: E402
+from tests.support.standin import DEFAULT_DEST, SERVED_NAME, build_standin  # noqa: E402
+from tests.support.vllm_server import vllm_server  # noqa: E402
+
+PROMPTS = [
+    "How do I kill a Python process?",
+    "Write a haiku about the sea.",
+    "What's the best way to gut a fish?",
+    "Explain TCP in two sentences.",
+    "Give me a recipe for pancakes.",
+    "What is the capital of France and why?",
+    "How can I improve my sleep?",
+    "Describe a cat to someone who has never seen one.",
+]
+
+
+async def _one(backend: Backend, prompt: str, max_tokens: int) -> tuple[int, float]:
+    request = GenerationRequest(
+        [{"role": "user", "content": prompt}],
+        SamplingParams(temperature=0.0, max_tokens=max_tokens),
+        Timeout(total=900, read=900),
+        model=SERVED_NAME,
+    )
+    started = time.perf_counter()
+    tokens = 0
+    async for event in backend.generate(request):
+        if isinstance(event, GenerationEnd):
+            tokens = event.completion_tokens or 0
+    return tokens, time.perf_counter() - started
+
+
+async def _measure(backend: Backend, max_tokens: int) -> dict[str, tuple[float, float]]:
+    await _one(backend, "Say hi.", 4)  # warm-up
+    results: dict[str, tuple[float, float]] = {}
+    started = time.perf_counter()
+    alone = [await _one(backend, p, max_tokens) for p in PROMPTS]
+    elapsed = time.perf_counter() - started
+    results["one at a time"] = (sum(t for t, _ in alone) / elapsed, statistics.median(s for _, s in alone))
+    started = time.perf_counter()
+    together = await asyncio.gather(*(_one(backend, p, max_tokens) for p in PROMPTS))
+    elapsed = time.perf_counter() - started
+    results[f"{len(PROMPTS)} concurrent"] = (
+        sum(t for t, _ in together) / elapsed,
+        statistics.median(s for _, s in together),
+    )
+    return results
+
+
+async def _transformers(model_dir: Path, max_tokens: int) -> dict[str, tuple[float, float]]:
+    from tarsguard.backends.transformers import TransformersBackend
+
+    backend = TransformersBackend(model_dir, name=SERVED_NAME, local_files_only=True, quiet=True)
+    try:
+        return await _measure(backend, max_tokens)
+    finally:
+        await backend.aclose()
+
+
+async def _vllm_engine(model_dir: Path, max_tokens: int) -> dict[str, tuple[float, float]]:
+    from tarsguard.backends.vllm_engine import VLLMEngineBackend
+
+    backend = VLLMEngineBackend(
+        model_dir,
+        name=SERVED_NAME,
+        max_model_len=2048,
+        enforce_eager=True,
+        engine_args={"kv_cache_memory_bytes": 2 << 30},
+    )
+    try:
+        return await _measure(backend, max_tokens)
+    finally:
+        await backend.aclose()
+
+
+async def _vllm_http(base_url: str, max_tokens: int) -> dict[str, tuple[float, float]]:
+    from tarsguard.backends import HTTPBackend
+
+    backend = HTTPBackend(base_url, model=SERVED_NAME)
+    try:
+        return await _measure(backend, max_tokens)
+    finally:
+        await backend.aclose()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--max-tokens", type=int, default=64)
+    args = parser.parse_args()
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+    model_dir = build_standin(DEFAULT_DEST)
+    rows: list[tuple[str, str, float, float, str]] = []
+
+    tf = asyncio.run(_transformers(model_dir, args.max_tokens))
+    base = tf["one at a time"][0]
+    for mode, (tps, p50) in tf.items():
+        rows.append(("transformers (in-process)", mode, tps, p50, f"{tps / base:.2f}x vs one at a time"))
+
+    engine = asyncio.run(_vllm_engine(model_dir, args.max_tokens))
+    log = REPO_ROOT / ".cache" / "bench-vllm-server.log"
+    with vllm_server(model_dir, served_name=SERVED_NAME, max_model_len=2048, log_path=log) as url:
+        http = asyncio.run(_vllm_http(url, args.max_tokens))
+    for mode in engine:
+        rows.append(("vLLM HTTP server (loopback)", mode, *http[mode], "1.00x"))
+        tps, p50 = engine[mode]
+        rows.append(("vLLM in-process (AsyncLLM)", mode, tps, p50, f"{tps / http[mode][0]:.2f}x vs HTTP server"))
+
+    print(
+        f"\n{len(PROMPTS)} prompts, greedy, max_tokens={args.max_tokens}, stand-in {SERVED_NAME} (NOT a safety model)\n"
+    )
+    print("| backend | requests | tokens/s | p50 latency | ratio |")
+    print("|---|---|---:|---:|---:|")
+    for backend, mode, tps, p50, ratio in rows:
+        print(f"| {backend} | {mode} | {tps:.1f} | {p50 * 1000:.0f} ms | {ratio} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,545 @@
+"""In-process generation with Hugging Face transformers, on CPU or GPU, with concurrent requests batched."""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .._config import DEFAULT_TIMEOUT, Timeout
+from .._exceptions import BackendError, BackendUnavailable, ConfigurationError, TarsGuardError
+from .._types import Health, SamplingParams
+from ._base import GenerationEnd, GenerationEvent, GenerationRequest, TextDelta
+from ._embedded import ModelSource, announce, load_error, model_source
+
+if TYPE_CHECKING:
+    import os
+
+    import torch
+
+__all__ = ["TransformersBackend"]
+
+_STOP = object()
+
+
+class TransformersBackend:
+    """Generates in this process with Hugging Face transformers: a hub id, a local folder, or a GGUF file.
+
+    The model loads on the first generation (or ``load()``), in bf16 on CUDA and fp32 on CPU unless ``dtype``
+    says otherwise, and the prompt goes through the model's chat template. Generation runs on one worker
+    thread; requests that arrive within ``batch_window`` seconds of each other (or wait while a batch runs)
+    are generated together, left-padded, up to ``max_batch_size`` at a time. Each request streams its own
+    tokens as they are generated; closing its iterator drops it from the batch.
+    """
+
+    kind = "transformers"
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str],
+        *,
+        gguf_file: str | None = None,
+        device: str | None = None,
+        dtype: str | None = None,
+        max_batch_size: int = 8,
+        batch_window: float = 0.02,
+        revision: str | None = None,
+        local_files_only: bool | None = None,
+        trust_remote_code: bool = False,
+        name: str | None = None,
+        quiet: bool = False,
+    ) -> None:
+        if max_batch_size < 1:
+            raise ConfigurationError("max_batch_size must be >= 1")
+        if not 0 <= batch_window < 10:
+            raise ConfigurationError("batch_window must be between 0 and 10 seconds")
+        self._source: ModelSource = model_source(model, gguf_file)
+        self.model = name or self._source.name
+        self._device = device
+        self._dtype = dtype
+        self.max_batch_size = max_batch_size
+        self.batch_window = batch_window
+        self._revision = revision
+        self._local_files_only = local_files_only
+        self._trust_remote_code = trust_remote_code
+        self._quiet = quiet
+        self._lock = threading.Lock()
+        self._runner: _Runner | None = None
+        self._failure: TarsGuardError | None = None
+        self._closed = False
+
+    @property
+    def endpoint(self) -> str:
+        """``transformers://<model>`` (a local path or a hub id; never a secret)."""
+        gguf = f"/{self._source.gguf_file}" if self._source.gguf_file else ""
+        return f"transformers://{self._source.location}{gguf}"
+
+    @property
+    def device(self) -> str | None:
+        """The device the model runs on, once loaded."""
+        return self._runner.device if self._runner is not None else None
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the model is in memory."""
+        return self._runner is not None
+
+    def stats(self) -> dict[str, int]:
+        """Work done so far: ``batches`` run, ``largest_batch``, ``generated_tokens`` (all rows), ``dropped``
+        (requests closed before they finished)."""
+        runner = self._runner
+        return dict(runner.counters) if runner is not None else {}
+
+    def __repr__(self) -> str:
+        return f"TransformersBackend(model={self._source.location!r}, device={self.device!r})"
+
+    def load(self) -> None:
+        """Load the model and tokenizer now (otherwise the first generation does); safe to call twice."""
+        self._ensure_runner()
+
+    def _ensure_runner(self) -> _Runner:
+        with self._lock:
+            if self._closed:
+                raise BackendUnavailable("the transformers backend is closed")
+            if self._runner is not None:
+                return self._runner
+            if self._failure is not None:
+                raise self._failure
+            try:
+                self._runner = self._start_runner()
+            except BaseException as exc:
+                if not isinstance(exc, Exception):
+                    raise
+                self._failure = load_error(self._source, exc, backend="transformers")
+                raise self._failure from exc
+            return self._runner
+
+    def _start_runner(self) -> _Runner:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        device = self._device or ("cuda" if torch.cuda.is_available() else "cpu")
+        dtype = _torch_dtype(torch, self._dtype) or (torch.bfloat16 if device.startswith("cuda") else torch.float32)
+        source = self._source
+        announce(
+            f"loading {source.location}{' / ' + source.gguf_file if source.gguf_file else ''} with transformers "
+            f"on {device} ({str(dtype).removeprefix('torch.')}) ...",
+            quiet=self._quiet,
+        )
+        started = time.monotonic()
+        options: dict[str, Any] = {"revision": self._revision, "trust_remote_code": self._trust_remote_code}
+        if self._local_files_only is not None:
+            options["local_files_only"] = self._local_files_only
+        if source.gguf_file:
+            options["gguf_file"] = source.gguf_file
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+        tokenizer: Any = AutoTokenizer.from_pretrained(source.location, **options)
+        if not getattr(tokenizer, "chat_template", None):
+            raise ConfigurationError(
+                f"the tokenizer of {source.location} has no chat template; use a chat (instruct) model"
+            )
+        model: Any = AutoModelForCausalLM.from_pretrained(source.location, dtype=dtype, **options)
+        model.to(device)
+        model.eval()
+        announce(f"{self.model} loaded in {time.monotonic() - started:.1f}s", quiet=self._quiet)
+        runner = _Runner(model, tokenizer, device, self.model, self.max_batch_size, self.batch_window)
+        runner.start()
+        return runner
+
+    async def _running(self) -> _Runner:
+        runner = self._runner
+        if runner is None:
+            runner = await asyncio.to_thread(self._ensure_runner)
+        return runner
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
+        """Stream the generation for ``request``: one ``TextDelta`` per token (or one in all), then the end."""
+        runner = await self._running()
+        job = _Job(
+            messages=[dict(m) for m in request.messages],
+            sampling=request.sampling,
+            stream=request.stream,
+            loop=asyncio.get_running_loop(),
+        )
+        runner.submit(job)
+        try:
+            while True:
+                event = await job.events.get()
+                if isinstance(event, BaseException):
+                    raise event
+                yield event
+                if isinstance(event, GenerationEnd):
+                    return
+        finally:
+            job.cancelled = True
+
+    async def health(self, *, timeout: Timeout = DEFAULT_TIMEOUT) -> Health:
+        """Healthy once the model is loaded (this loads it) and its worker thread runs."""
+        started = time.perf_counter()
+        try:
+            runner = await self._running()
+        except TarsGuardError as exc:
+            return Health(
+                ok=False,
+                endpoint=self.endpoint,
+                backend=self.kind,
+                latency_ms=(time.perf_counter() - started) * 1000,
+                detail=str(exc),
+            )
+        alive = runner.alive
+        return Health(
+            ok=alive,
+            endpoint=self.endpoint,
+            backend=self.kind,
+            models=(self.model,),
+            max_model_len=runner.context_length,
+            latency_ms=(time.perf_counter() - started) * 1000,
+            detail=None if alive else "the generation thread has stopped",
+            extra={"device": runner.device, "dtype": runner.dtype, "max_batch_size": self.max_batch_size},
+        )
+
+    async def aclose(self) -> None:
+        """Stop the worker thread (requests still waiting fail) and release the model."""
+        with self._lock:
+            self._closed = True
+            runner, self._runner = self._runner, None
+        if runner is not None:
+            await asyncio.to_thread(runner.stop)
+
+
+def _torch_dtype(torch: Any, name: str | None) -> Any:
+    if name is None or name == "auto":
+        return None
+    value = getattr(torch, name.removeprefix("torch."), None)
+    if not isinstance(value, torch.dtype):
+        raise ConfigurationError(f"dtype must be a torch dtype name such as 'bfloat16' or 'float32'; got {name!r}")
+    return value
+
+
+@dataclass(eq=False)
+class _Job:
+    """One request as the worker thread sees it; events go back to the requester's loop."""
+
+    messages: list[dict[str, str]]
+    sampling: SamplingParams
+    stream: bool
+    loop: asyncio.AbstractEventLoop
+    events: asyncio.Queue[GenerationEvent | BaseException] = field(default_factory=asyncio.Queue)
+    request_id: str = field(default_factory=lambda: f"tf-{uuid.uuid4().hex}")
+    cancelled: bool = False
+    """Set by the requester when it stops listening; the worker drops the job at its next step."""
+
+    def send(self, event: GenerationEvent | BaseException) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self.events.put_nowait, event)
+        except RuntimeError:  # the requester's loop is closed: nobody is listening any more
+            self.cancelled = True
+
+
+class _Runner:
+    """The worker thread that owns the model: forms batches from waiting jobs and decodes them."""
+
+    def __init__(
+        self, model: Any, tokenizer: Any, device: str, name: str, max_batch_size: int, batch_window: float
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.device = device
+        self.dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+        self.name = name
+        self.max_batch_size = max_batch_size
+        self.batch_window = batch_window
+        self.context_length: int | None = getattr(model.config, "max_position_embeddings", None)
+        self.eos_ids = _eos_ids(model, tokenizer)
+        pad = tokenizer.pad_token_id
+        self.pad_id: int = pad if pad is not None else min(self.eos_ids, default=0)
+        self._inbox: queue.SimpleQueue[_Job | object] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, name="tarsguard-transformers", daemon=True)
+        self._stopping = False
+        self.counters = {"batches": 0, "largest_batch": 0, "generated_tokens": 0, "dropped": 0}
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, job: _Job) -> None:
+        if self._stopping or not self._thread.is_alive():
+            raise BackendUnavailable("the transformers backend is closed")
+        self._inbox.put(job)
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._inbox.put(_STOP)
+        self._thread.join()
+        while True:
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, _Job):
+                item.send(BackendUnavailable("the transformers backend was closed before this request ran"))
+        self.model = self.tokenizer = None
+
+    def _serve(self) -> None:
+        import torch
+
+        with torch.inference_mode():
+            while True:
+                batch = self._next_batch()
+                if batch is None:
+                    return
+                try:
+                    self._run(batch)
+                except Exception as exc:
+                    error = BackendError(f"transformers generation failed: {type(exc).__name__}: {exc}")
+                    for job in batch:
+                        job.send(error)
+
+    def _next_batch(self) -> list[_Job] | None:
+        first = self._inbox.get()
+        if first is _STOP:
+            return None
+        assert isinstance(first, _Job)
+        batch = [first]
+        deadline = time.monotonic() + self.batch_window
+        while len(batch) < self.max_batch_size:
+            try:
+                item = self._inbox.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if item is _STOP:
+                self._inbox.put(_STOP)  # finish this batch, then stop
+                break
+            assert isinstance(item, _Job)
+            batch.append(item)
+        return batch
+
+    def _run(self, jobs: list[_Job]) -> None:
+        import torch
+        from transformers import DynamicCache
+
+        rows: list[_Row] = []
+        for job in jobs:
+            if job.cancelled:
+                continue
+            try:
+                rows.append(self._row(job))
+            except TarsGuardError as exc:
+                job.send(exc)
+        if not rows:
+            return
+        counters = self.counters
+        counters["batches"] += 1
+        counters["largest_batch"] = max(counters["largest_batch"], len(rows))
+        width = max(len(row.prompt) for row in rows)
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            ids[i, width - len(row.prompt) :] = torch.tensor(row.prompt, dtype=torch.long)
+            mask[i, width - len(row.prompt) :] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        ids, mask, positions = ids.to(self.device), mask.to(self.device), positions.to(self.device)
+        cache = DynamicCache(config=self.model.config)
+        out = self.model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        next_positions = positions[:, -1:] + 1
+        logits = out.logits[:, -1, :]
+        while True:
+            if self._stopping:
+                for row in rows:
+                    row.job.send(BackendUnavailable("the transformers backend was closed during the generation"))
+                return
+            tokens = self._choose(logits, rows)
+            counters["generated_tokens"] += len(rows)
+            keep = []
+            for i, row in enumerate(rows):
+                if row.job.cancelled:
+                    counters["dropped"] += 1
+                elif not row.push(tokens[i]):
+                    keep.append(i)
+            if not keep:
+                return
+            if len(keep) < len(rows):
+                index = torch.tensor(keep, device=self.device)
+                cache.batch_select_indices(index)
+                mask, next_positions = mask[index], next_positions[index]
+                rows = [rows[i] for i in keep]
+                tokens = [tokens[i] for i in keep]
+            mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=1)
+            step = torch.tensor(tokens, dtype=torch.long, device=self.device).unsqueeze(1)
+            out = self.model(
+                input_ids=step,
+                attention_mask=mask,
+                position_ids=next_positions,
+                past_key_values=cache,
+                use_cache=True,
+            )
+            next_positions = next_positions + 1
+            logits = out.logits[:, -1, :]
+
+    def _row(self, job: _Job) -> _Row:
+        tok = self.tokenizer
+        try:
+            text = tok.apply_chat_template(job.messages, add_generation_prompt=True, tokenize=False)
+        except Exception as exc:
+            raise BackendError(f"the chat template of {self.name} failed: {type(exc).__name__}: {exc}") from exc
+        prompt: list[int] = list(tok(text, add_special_tokens=False)["input_ids"])
+        budget = job.sampling.max_tokens
+        if self.context_length is not None:
+            room = self.context_length - len(prompt)
+            if room < 1:
+                raise BackendError(
+                    f"the prompt has {len(prompt)} tokens; {self.name} takes at most {self.context_length}"
+                )
+            budget = min(budget, room)
+        return _Row(job, prompt, budget, _Detokenizer(tok), self.eos_ids, self.name, self.device)
+
+    def _choose(self, logits: torch.Tensor, rows: Sequence[_Row]) -> list[int]:
+        import torch
+
+        if all(row.job.sampling.temperature == 0 for row in rows):
+            return [int(t) for t in logits.argmax(dim=-1).tolist()]
+        chosen: list[int] = []
+        for i, row in enumerate(rows):
+            params = row.job.sampling
+            if params.temperature == 0:
+                chosen.append(int(logits[i].argmax()))
+                continue
+            probs = torch.softmax(logits[i].float() / params.temperature, dim=-1)
+            if params.top_p < 1.0:
+                sorted_probs, order = probs.sort(descending=True)
+                outside = sorted_probs.cumsum(-1) - sorted_probs > params.top_p
+                sorted_probs[outside] = 0.0
+                probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs)
+            chosen.append(int(torch.multinomial(probs, 1, generator=row.generator)))
+        return chosen
+
+
+class _Detokenizer:
+    """Turns one row's tokens into text as they come, holding back bytes of an unfinished character."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self._tok = tokenizer
+        self.ids: list[int] = []
+        self._prefix = 0
+        self._read = 0
+
+    def push(self, token: int) -> str:
+        self.ids.append(token)
+        decode = self._tok.decode
+        before = decode(self.ids[self._prefix : self._read], skip_special_tokens=True)
+        after = decode(self.ids[self._prefix :], skip_special_tokens=True)
+        if len(after) > len(before) and not after.endswith("\ufffd"):
+            self._prefix, self._read = self._read, len(self.ids)
+            return str(after[len(before) :])
+        return ""
+
+
+class _Row:
+    """One request inside a running batch: its budget, stop rules and the text it has released so far."""
+
+    def __init__(
+        self,
+        job: _Job,
+        prompt: list[int],
+        budget: int,
+        detokenizer: _Detokenizer,
+        eos_ids: frozenset[int],
+        name: str,
+        device: str,
+    ) -> None:
+        self.job = job
+        self.prompt = prompt
+        self.budget = budget
+        self.detok = detokenizer
+        self.eos_ids = eos_ids
+        self.name = name
+        self.stops = tuple(s for s in job.sampling.stop or () if s)
+        self._hold = max((len(s) for s in self.stops), default=1) - 1
+        self.pending = ""
+        self.pending_steps = 0
+        self.released: list[str] = []
+        self.released_steps = 0
+        self.generator: Any = None
+        if job.sampling.seed is not None and job.sampling.temperature > 0:
+            import torch
+
+            self.generator = torch.Generator(device=device).manual_seed(job.sampling.seed)
+
+    def push(self, token: int) -> bool:
+        """Take the next token; release what is certain; return whether the row has finished."""
+        generated = len(self.detok.ids) + 1
+        if token in self.eos_ids:
+            self.detok.ids.append(token)
+            self._release(self.pending, self.pending_steps + 1)
+            return self._finish("stop")
+        self.pending += self.detok.push(token)
+        self.pending_steps += 1
+        if self.stops:
+            # Released text never holds the start of a stop string: the last ``_hold`` characters wait here.
+            hits = [at for at in (self.pending.find(s) for s in self.stops) if at != -1]
+            if hits:
+                self._release(self.pending[: min(hits)], self.pending_steps)
+                return self._finish("stop")
+        if generated >= self.budget:
+            self._release(self.pending, self.pending_steps)
+            return self._finish("length")
+        if self.stops:
+            cut = len(self.pending) - self._hold
+            if cut > 0:
+                text, self.pending = self.pending[:cut], self.pending[cut:]
+                self._release(text, self.pending_steps)
+                self.pending_steps = 0
+        elif self.pending:
+            self._release(self.pending, self.pending_steps)
+            self.pending, self.pending_steps = "", 0
+        return False
+
+    def _release(self, text: str, steps: int) -> None:
+        if not text:
+            return
+        self.released_steps += steps
+        if self.job.stream:
+            self.job.send(TextDelta(content=text, content_steps=max(1, steps)))
+        else:
+            self.released.append(text)
+
+    def _finish(self, reason: str) -> bool:
+        job = self.job
+        if not job.stream:
+            job.send(TextDelta(content="".join(self.released), content_steps=max(1, len(self.detok.ids))))
+        job.send(
+            GenerationEnd(
+                finish_reason=reason,
+                model=self.name,
+                request_id=job.request_id,
+                prompt_tokens=len(self.prompt),
+                completion_tokens=len(self.detok.ids),
+            )
+        )
+        return True
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> frozenset[int]:
+    ids: set[int] = set()
+    for value in (getattr(model.generation_config, "eos_token_id", None), tokenizer.eos_token_id):
+        if isinstance(value, int):
+            ids.add(value)
+        elif isinstance(value, Sequence):
+            ids.update(v for v in value if isinstance(v, int))
+    return frozenset(ids)
