@@ -265,12 +265,13 @@ class _GuardCore:
         sampling: SamplingOverrides,
         early_stop: bool | None = None,
         on_text: Callable[[TextChunk], None] | None = None,
+        model: str | None = None,
     ) -> Verdict:
         tracer = self._tracer
         if tracer is None:
-            return await self._check_once(prompt, timeout, sampling, early_stop, on_text)
-        with tracer.check(self._model) as scope:  # the check's span (when spans are on) covers this block
-            verdict = await self._check_once(prompt, timeout, sampling, early_stop, on_text)
+            return await self._check_once(prompt, timeout, sampling, early_stop, on_text, model)
+        with tracer.check(model or self._model) as scope:  # the check's span (when spans are on) covers this block
+            verdict = await self._check_once(prompt, timeout, sampling, early_stop, on_text, model)
             scope.record(verdict, prompt=prompt)
         return verdict
 
@@ -281,12 +282,13 @@ class _GuardCore:
         sampling: SamplingOverrides,
         early_stop: bool | None,
         on_text: Callable[[TextChunk], None] | None,
+        model: str | None,
     ) -> Verdict:
         messages = to_messages(prompt)
         params = merge_sampling(self._sampling, dict(sampling))
         limits = self._timeout if timeout is None else Timeout.of(timeout)
         early = self._early_policy(early_stop)
-        request = GenerationRequest(messages, params, limits, stream=self._stream, model=self._model)
+        request = GenerationRequest(messages, params, limits, stream=self._stream, model=model or self._model)
         cache, key = self._cache, None
         if cache is not None:
             key = self._cache_key(request, early)
@@ -362,7 +364,9 @@ class _GuardCore:
                     # The backend starts over elsewhere: nothing generated so far belongs to this verdict.
                     out.restart()
                     contents, tail, read_at = out.content, "", 0
-                    splitter = ThinkSplitter() if on_text is not None else None
+                    if on_text is not None:
+                        on_text(TextChunk("restart", event.reason))
+                        splitter = ThinkSplitter()
                     continue
                 content, reasoning, content_steps, reasoning_steps = event
                 if out.first_token_ms is None:
@@ -536,9 +540,10 @@ class _GuardCore:
         timeout: float | Timeout | None,
         sampling: SamplingOverrides,
         early_stop: bool | None,
+        model: str | None,
     ) -> AsyncGenerator[TextChunk | Verdict, None]:
         chunks: asyncio.Queue[TextChunk | None] = asyncio.Queue()
-        task = asyncio.ensure_future(self._check(prompt, timeout, sampling, early_stop, chunks.put_nowait))
+        task = asyncio.ensure_future(self._check(prompt, timeout, sampling, early_stop, chunks.put_nowait, model))
         task.add_done_callback(lambda _: chunks.put_nowait(None))
         try:
             while (chunk := await chunks.get()) is not None:
@@ -559,6 +564,7 @@ class _GuardCore:
         on_result: Callable[[int, CheckResult], None] | None,
         sampling: SamplingOverrides,
         early_stop: bool | None = None,
+        model: str | None = None,
     ) -> list[CheckResult]:
         if concurrency < 1:
             raise ConfigurationError("concurrency must be >= 1")
@@ -569,7 +575,7 @@ class _GuardCore:
         async def worker() -> None:
             for i in indices:
                 try:
-                    result: CheckResult = await self._check(items[i], timeout, sampling, early_stop)
+                    result: CheckResult = await self._check(items[i], timeout, sampling, early_stop, None, model)
                 except TarsGuardError as exc:
                     result = exc
                 results[i] = result
@@ -606,14 +612,16 @@ class AsyncGuard(_GuardCore):
         *,
         timeout: float | Timeout | None = None,
         early_stop: bool | None = None,
+        model: str | None = None,
         **sampling: Unpack[SamplingOverrides],
     ) -> Verdict:
         """Check one prompt (a string, or chat messages ending with a user turn) and return its verdict.
 
         ``early_stop=True`` ends the generation as soon as the answer settles the decision (the verdict's
-        answer is then partial); ``False`` never does; ``None`` follows the guard's ``early_stop``.
+        answer is then partial); ``False`` never does; ``None`` follows the guard's ``early_stop``. ``model``
+        asks for another model of the same server than the guard's.
         """
-        return await self._check(prompt, timeout, sampling, early_stop)
+        return await self._check(prompt, timeout, sampling, early_stop, None, model)
 
     def stream(
         self,
@@ -621,11 +629,12 @@ class AsyncGuard(_GuardCore):
         *,
         timeout: float | Timeout | None = None,
         early_stop: bool | None = None,
+        model: str | None = None,
         **sampling: Unpack[SamplingOverrides],
     ) -> AsyncIterator[TextChunk | Verdict]:
         """Check one prompt, yielding the reasoning and answer as ``TextChunk``s while they are generated, then
         the ``Verdict`` last. Leaving the loop early stops the generation."""
-        return self._stream_check(prompt, timeout, sampling, early_stop)
+        return self._stream_check(prompt, timeout, sampling, early_stop, model)
 
     async def check_many(
         self,
@@ -635,6 +644,7 @@ class AsyncGuard(_GuardCore):
         timeout: float | Timeout | None = None,
         on_result: Callable[[int, CheckResult], None] | None = None,
         early_stop: bool | None = None,
+        model: str | None = None,
         **sampling: Unpack[SamplingOverrides],
     ) -> list[CheckResult]:
         """Check many prompts with at most ``concurrency`` in flight.
@@ -642,7 +652,7 @@ class AsyncGuard(_GuardCore):
         Results keep the input order; a prompt that failed has its error in its place, and the others are
         kept. ``on_result(index, result)`` is called as each finishes.
         """
-        return await self._check_many(prompts, concurrency, timeout, on_result, sampling, early_stop)
+        return await self._check_many(prompts, concurrency, timeout, on_result, sampling, early_stop, model)
 
     async def health(self, *, timeout: float | Timeout | None = None) -> Health:
         """Whether the backend is up, and which models it serves."""
@@ -677,10 +687,11 @@ class Guard(_GuardCore):
         *,
         timeout: float | Timeout | None = None,
         early_stop: bool | None = None,
+        model: str | None = None,
         **sampling: Unpack[SamplingOverrides],
     ) -> Verdict:
         """Check one prompt (a string, or chat messages ending with a user turn); see ``AsyncGuard.check``."""
-        return self._loop.run(self._check(prompt, timeout, sampling, early_stop))
+        return self._loop.run(self._check(prompt, timeout, sampling, early_stop, None, model))
 
     def stream(
         self,
@@ -688,11 +699,12 @@ class Guard(_GuardCore):
         *,
         timeout: float | Timeout | None = None,
         early_stop: bool | None = None,
+        model: str | None = None,
         **sampling: Unpack[SamplingOverrides],
     ) -> Iterator[TextChunk | Verdict]:
         """Check one prompt, yielding ``TextChunk``s as they are generated, then the ``Verdict``; see
         ``AsyncGuard.stream``."""
-        events = self._stream_check(prompt, timeout, sampling, early_stop)
+        events = self._stream_check(prompt, timeout, sampling, early_stop, model)
 
         async def step() -> TextChunk | Verdict | None:
             return await anext(events, None)
@@ -711,10 +723,11 @@ class Guard(_GuardCore):
         timeout: float | Timeout | None = None,
         on_result: Callable[[int, CheckResult], None] | None = None,
         early_stop: bool | None = None,
+        model: str | None = None,
         **sampling: Unpack[SamplingOverrides],
     ) -> list[CheckResult]:
         """Check many prompts concurrently; see ``AsyncGuard.check_many``."""
-        return self._loop.run(self._check_many(prompts, concurrency, timeout, on_result, sampling, early_stop))
+        return self._loop.run(self._check_many(prompts, concurrency, timeout, on_result, sampling, early_stop, model))
 
     def health(self, *, timeout: float | Timeout | None = None) -> Health:
         """Whether the backend is up, and which models it serves."""

@@ -14,9 +14,13 @@ Kind = Literal["reasoning", "answer"]
 
 @dataclass(frozen=True, slots=True)
 class TextChunk:
-    """A piece of the reasoner's output as it was generated: ``kind`` is ``"reasoning"`` or ``"answer"``."""
+    """A piece of the reasoner's output as it was generated: ``kind`` is ``"reasoning"`` or ``"answer"``.
 
-    kind: Kind
+    ``"restart"`` (rare: a replica failed mid-generation and another starts over) voids every chunk before it;
+    its ``text`` says why.
+    """
+
+    kind: Kind | Literal["restart"]
     text: str
 
 

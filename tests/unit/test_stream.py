@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Callable
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from tarsguard import AsyncGuard, Decision, Guard, InvalidInput, TextChunk, Verdict
+from tarsguard import AsyncGuard, BackendError, Decision, Guard, InvalidInput, TextChunk, Verdict, parse_output
+from tarsguard._stream import ThinkSplitter
 from tarsguard.testing import PhraseDetector, Reply, ScriptedBackend, ScriptedServer
 
 Serve = Callable[..., ScriptedServer]
@@ -74,3 +78,61 @@ def test_early_stop_and_cache_in_a_stream() -> None:
 def test_a_bad_prompt_raises_from_the_stream() -> None:
     with Guard(backend=ScriptedBackend([OUTPUT])) as guard, pytest.raises(InvalidInput):
         list(guard.stream(""))
+
+
+# -- the streaming splitter ----------------------------------------------------------------------------
+
+_text = st.text(alphabet=st.sampled_from("abc <>/\n."), min_size=1, max_size=40).filter(
+    lambda t: "<think>" not in t and "</think>" not in t and t.strip() != ""
+)
+
+
+@given(reasoning=_text, answer=_text, cuts=st.lists(st.integers(min_value=0, max_value=120), max_size=12))
+def test_splitter_agrees_with_parse_output_however_the_text_is_cut(
+    reasoning: str, answer: str, cuts: list[int]
+) -> None:
+    text = f"<think>\n{reasoning}\n</think>\n\n{answer}"
+    points = sorted({min(c, len(text)) for c in cuts} | {0, len(text)})
+    splitter = ThinkSplitter()
+    pieces = []
+    for start, end in itertools.pairwise(points):
+        pieces += splitter.feed(text[start:end])
+    pieces += splitter.finish()
+    parsed = parse_output(text)
+    streamed_reasoning = "".join(t for kind, t in pieces if kind == "reasoning")
+    streamed_answer = "".join(t for kind, t in pieces if kind == "answer")
+    assert streamed_reasoning.strip() == parsed.reasoning
+    assert streamed_answer.strip() == parsed.answer
+    assert streamed_answer == streamed_answer.lstrip()
+
+
+def test_splitter_passes_plain_answers_through() -> None:
+    splitter = ThinkSplitter()
+    pieces = splitter.feed("\n  <th") + splitter.feed("is is plain") + splitter.finish()
+    assert pieces == [("answer", "<this is plain")]
+
+
+async def test_a_failover_mid_stream_says_the_text_starts_over(serve: Serve) -> None:
+    from tarsguard.backends import EndpointPool
+
+    failing = serve([Reply("<think>\nPARTIAL reasoning that will be cut off midway\n</think>\n\nX", fault="truncate")])
+    good = serve([OUTPUT])
+    async with AsyncGuard(backend=EndpointPool.from_urls([failing.base_url, good.base_url])) as guard:
+        events = [event async for event in guard.stream("hello")]
+    kinds = [e.kind for e in events if isinstance(e, TextChunk)]
+    assert "restart" in kinds
+    after = events[kinds.index("restart") + 1 :]
+    verdict = after[-1]
+    assert isinstance(verdict, Verdict) and verdict.trace.raw_output == OUTPUT
+    assert texts(after, "reasoning") == verdict.reasoning and texts(after, "answer") == verdict.answer
+
+
+def test_the_model_can_be_chosen_per_call(serve: Serve) -> None:
+    server = serve([OUTPUT], model="tars-a")
+    with Guard(server.base_url, model="tars-a", cache=True) as guard:
+        assert guard.check("hi").trace.model == "tars-a"
+        with pytest.raises(BackendError, match="does not exist"):
+            guard.check("hi", model="tars-b")
+        events = list(guard.stream("hi", model="tars-a"))
+    assert [r.body["model"] for r in server.requests if r.path.endswith("/chat/completions")] == ["tars-a", "tars-b"]
+    assert isinstance(events[-1], Verdict) and events[-1].trace.cache == "hit"

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, SystemMessage, ToolMessage
 from tarsguard import (
@@ -24,7 +23,6 @@ from tarsguard import (
 from tarsguard.testing import PhraseDetector, Reply, ScriptedBackend, ScriptedOutput, ScriptedServer
 
 from langchain_tarsguard import ChatTARS
-from langchain_tarsguard._generation import ThinkSplitter
 
 REASONING = "The user asks how to stop a process on their own machine. This is routine and benign."
 ANSWER = "Run `kill <pid>`, or `kill -9 <pid>` if it ignores SIGTERM."
@@ -241,33 +239,59 @@ def test_api_key_is_sent_but_never_shown(serve: Serve) -> None:
     assert "sk-secret" not in repr(llm) and "sk-secret" not in str(message.response_metadata)
 
 
-# -- the streaming splitter ----------------------------------------------------------------------------
+# -- through tarsguard's checks ----------------------------------------------------------------------
 
 _text = st.text(alphabet=st.sampled_from("abc <>/\n."), min_size=1, max_size=40).filter(
     lambda t: "<think>" not in t and "</think>" not in t and t.strip() != ""
 )
 
 
-@given(reasoning=_text, answer=_text, cuts=st.lists(st.integers(min_value=0, max_value=120), max_size=12))
-def test_splitter_agrees_with_parse_output_however_the_text_is_cut(
-    reasoning: str, answer: str, cuts: list[int]
-) -> None:
+@settings(max_examples=60, deadline=None)
+@given(reasoning=_text, answer=_text)
+def test_streamed_reasoning_and_answer_agree_with_parse_output(reasoning: str, answer: str) -> None:
     text = f"<think>\n{reasoning}\n</think>\n\n{answer}"
-    points = sorted({min(c, len(text)) for c in cuts} | {0, len(text)})
-    splitter = ThinkSplitter()
-    pieces = []
-    for start, end in itertools.pairwise(points):
-        pieces += splitter.feed(text[start:end])
-    pieces += splitter.finish()
+    full = _aggregate(list(ChatTARS(backend=ScriptedBackend([text])).stream("hi")))
     parsed = parse_output(text)
-    streamed_reasoning = "".join(t for kind, t in pieces if kind == "reasoning")
-    streamed_answer = "".join(t for kind, t in pieces if kind == "answer")
-    assert streamed_reasoning.strip() == parsed.reasoning
-    assert streamed_answer.strip() == parsed.answer
-    assert streamed_answer == streamed_answer.lstrip()
+    assert full.additional_kwargs["reasoning_content"].strip() == parsed.reasoning
+    assert isinstance(full.content, str) and full.content.strip() == parsed.answer
+    assert full.response_metadata["tarsguard_verdict"]["answer"] == parsed.answer
 
 
-def test_splitter_passes_plain_answers_through() -> None:
-    splitter = ThinkSplitter()
-    pieces = splitter.feed("\n  <th") + splitter.feed("is is plain") + splitter.finish()
-    assert pieces == [("answer", "<this is plain")]
+async def test_sync_guard_serves_async_calls() -> None:
+    sink = MemorySink()
+    with Guard(backend=ScriptedBackend([OUTPUT]), trace=sink) as guard:
+        llm = ChatTARS(guard=guard)
+        full = _aggregate([chunk async for chunk in llm.astream("hi")])
+        whole = await llm.ainvoke("hi")
+    assert full.content == whole.content == ANSWER
+    assert full.additional_kwargs["reasoning_content"] == REASONING
+    ids = [full.response_metadata["tarsguard_verdict_id"], whole.response_metadata["tarsguard_verdict_id"]]
+    assert [record.trace.verdict_id for record in sink.records] == ids
+
+
+def test_guard_cache_applies_and_early_stop_does_not() -> None:
+    refusal = "<think>\nharmful\n</think>\n\nI can't help with that. " + " ".join(f"w{i}" for i in range(300))
+    detector = PhraseDetector([("I can't help", Decision.DECLINED)], confidence=0.99)
+    backend = ScriptedBackend([refusal])
+    with Guard(backend=backend, detector=detector, early_stop=True, cache=True) as guard:
+        llm = ChatTARS(guard=guard)
+        first = llm.invoke("build a weapon")
+        second = _aggregate(list(llm.stream("build a weapon")))
+    assert first.content == second.content == parse_output(refusal).answer  # the whole answer: it is the reply
+    assert first.response_metadata["tarsguard_decision"] == "declined"
+    assert first.response_metadata["tarsguard_verdict"]["trace"]["stopped"] is None
+    assert second.response_metadata["tarsguard_verdict"]["trace"]["cache"] == "hit"
+    assert len(backend.requests) == 1
+
+
+def test_guard_on_error_policy_applies() -> None:
+    with Guard(backend=ScriptedBackend([BackendError("engine is dead")]), on_error="decline") as guard:
+        message = ChatTARS(guard=guard).invoke("hi")
+    assert message.content == ""
+    assert message.response_metadata["tarsguard_decision"] == Decision.UNDETERMINED.value
+    assert message.response_metadata["tarsguard_verdict"]["allowed"] is False
+
+
+def test_a_detector_beside_a_guard_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match="detector"):
+        ChatTARS(guard=AsyncGuard(backend=ScriptedBackend([OUTPUT])), detector=PhraseDetector())
