@@ -155,25 +155,7 @@ class SQLiteSink:
                     break
             records = [item for item in items if isinstance(item, TraceRecord)]
             if records:
-                try:
-                    if conn is None:
-                        conn = self._connect()
-                    rows = [_row(record) for record in records]
-                    conn.execute("BEGIN IMMEDIATE")
-                    try:
-                        conn.executemany(_INSERT, rows)
-                        conn.execute("COMMIT")
-                    except BaseException:
-                        if conn.in_transaction:  # SQLite may already have rolled back (a full disk does)
-                            with contextlib.suppress(sqlite3.Error):
-                                conn.execute("ROLLBACK")
-                        raise
-                    self.status.wrote(len(records))
-                except Exception as exc:  # a failing disk must not end the writer
-                    self.status.failed(exc, len(records))
-                    if conn is not None:
-                        conn.close()
-                        conn = None
+                conn = self._commit(conn, records)
             for item in items:
                 if isinstance(item, threading.Event):
                     item.set()
@@ -181,6 +163,41 @@ class SQLiteSink:
                     stop = True
         if conn is not None:
             conn.close()
+
+    def _commit(self, conn: sqlite3.Connection | None, records: list[TraceRecord]) -> sqlite3.Connection | None:
+        """Insert ``records`` in one transaction; returns the connection to reuse (``None`` after a failure).
+
+        SQLite can answer "database is locked" at once, without waiting, when several processes open or
+        checkpoint a WAL database together; such a batch is tried again with backoff for up to the busy timeout.
+        """
+        rows = [_row(record) for record in records]
+        deadline = time.monotonic() + self._busy_timeout
+        pause = 0.01
+        while True:
+            try:
+                if conn is None:
+                    conn = self._connect()
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    conn.executemany(_INSERT, rows)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:  # SQLite may already have rolled back (a full disk does)
+                        with contextlib.suppress(sqlite3.Error):
+                            conn.execute("ROLLBACK")
+                    raise
+                self.status.wrote(len(records))
+                return conn
+            except Exception as exc:  # a failing disk must not end the writer
+                if conn is not None:
+                    conn.close()
+                    conn = None
+                if _contended(exc) and time.monotonic() + pause < deadline:
+                    time.sleep(pause)
+                    pause = min(pause * 2, 1.0)
+                    continue
+                self.status.failed(exc, len(records))
+                return None
 
     def _after_fork(self) -> None:
         # The writer thread did not survive the fork; the child starts its own on its first write.
@@ -190,6 +207,12 @@ class SQLiteSink:
 
     def __repr__(self) -> str:
         return f"SQLiteSink({str(self.path)!r})"
+
+
+def _contended(exc: Exception) -> bool:
+    """Whether ``exc`` is SQLite reporting another connection's lock (worth trying again), not a real fault."""
+    text = str(exc).lower()
+    return isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text)
 
 
 def _row(record: TraceRecord) -> tuple[object, ...]:
