@@ -242,6 +242,30 @@ class _Job:
             self.cancelled = True
 
 
+class _Outbox:
+    """Events of one decoding step, handed to each requester's loop in one wake-up rather than one per event."""
+
+    def __init__(self) -> None:
+        self._by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Job, GenerationEvent]]] = {}
+
+    def add(self, job: _Job, event: GenerationEvent) -> None:
+        self._by_loop.setdefault(job.loop, []).append((job, event))
+
+    def flush(self) -> None:
+        by_loop, self._by_loop = self._by_loop, {}
+        for loop, items in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_deliver, items)
+            except RuntimeError:  # the requester's loop is closed: nobody is listening any more
+                for job, _ in items:
+                    job.cancelled = True
+
+
+def _deliver(items: list[tuple[_Job, GenerationEvent]]) -> None:
+    for job, event in items:
+        job.events.put_nowait(event)
+
+
 class _Runner:
     """The worker thread that owns the model: forms batches from waiting jobs and decodes them."""
 
@@ -337,6 +361,9 @@ class _Runner:
                 job.send(exc)
         if not rows:
             return
+        outbox = _Outbox()
+        for row in rows:
+            row.outbox = outbox
         counters = self.counters
         counters["batches"] += 1
         counters["largest_batch"] = max(counters["largest_batch"], len(rows))
@@ -372,6 +399,7 @@ class _Runner:
                     counters["dropped"] += 1
                 elif not row.push(tokens[i]):
                     keep.append(i)
+            outbox.flush()
             if not keep:
                 return
             if len(keep) < len(rows):
@@ -476,6 +504,8 @@ class _Row:
         self.released: list[str] = []
         self.released_steps = 0
         self.generator: Any = None
+        self.outbox = _Outbox()
+        """Where the row's events wait until the step's end (the runner shares one outbox among its rows)."""
         if job.sampling.seed is not None and job.sampling.temperature > 0:
             import torch
 
@@ -515,22 +545,23 @@ class _Row:
             return
         self.released_steps += steps
         if self.job.stream:
-            self.job.send(TextDelta(content=text, content_steps=max(1, steps)))
+            self.outbox.add(self.job, TextDelta(content=text, content_steps=max(1, steps)))
         else:
             self.released.append(text)
 
     def _finish(self, reason: str) -> bool:
         job = self.job
         if not job.stream:
-            job.send(TextDelta(content="".join(self.released), content_steps=max(1, len(self.detok.ids))))
-        job.send(
+            self.outbox.add(job, TextDelta(content="".join(self.released), content_steps=max(1, len(self.detok.ids))))
+        self.outbox.add(
+            job,
             GenerationEnd(
                 finish_reason=reason,
                 model=self.name,
                 request_id=job.request_id,
                 prompt_tokens=len(self.prompt),
                 completion_tokens=len(self.detok.ids),
-            )
+            ),
         )
         return True
 
