@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import email.utils
 import functools
 import json
@@ -30,8 +29,6 @@ _RETRY_AFTER_CAP = 60.0
 _BACKOFF_BASE = 0.25
 _BACKOFF_CAP = 8.0
 _DONE = b"[DONE]"
-_DRAIN_SECONDS = 1.0
-"""How long to wait for the end of a body after ``[DONE]`` before giving up on reusing its connection."""
 _JSON = json.JSONDecoder()
 
 
@@ -171,9 +168,10 @@ class HTTPBackend:
                 if content or reasoning:
                     yield TextDelta(content, reasoning, content_steps, reasoning_steps)
                 if done:
+                    # Not read to its end, the connection is closed rather than pooled: with many concurrent
+                    # checks, httpcore's pool costs more per request than a new connection (2x at c=64 in
+                    # bench/overhead.py).
                     break
-            if done:
-                await _drain(chunks)
         except httpx.HTTPError as exc:
             raise _translate(exc, mid_response=True) from None
         finally:
@@ -352,14 +350,6 @@ def _wait(state: RetryCallState) -> float:
     # Attempt n of the retry loop is the request's attempt n + 1.
     attempt = state.attempt_number + 1
     return _note_retry(exc, attempt, _delay(exc, attempt))
-
-
-async def _drain(chunks: AsyncIterator[bytes]) -> None:
-    """Read what follows ``[DONE]`` (the end of the chunked body), so the connection goes back to the pool."""
-    with contextlib.suppress(httpx.HTTPError, TimeoutError):
-        async with asyncio.timeout(_DRAIN_SECONDS):
-            async for _ in chunks:
-                pass
 
 
 def _note_retry(exc: TarsGuardError, attempt: int, delay: float) -> float:
