@@ -22,7 +22,7 @@ SWITCH_LINE = "guard = Guard()  # no base_url: TARS in-process (TARS-7B with CUD
 SERVER_LINE = 'guard = Guard(base_url="http://localhost:8000/v1")  # or a vLLM server running CMU-AIRe/TARS-7B'
 NOT_SAFETY = (
     "The stand-in, SmolLM2-135M-Instruct, is NOT a safety model: it has no safety training and will "
-    "happily answer harmful requests. Its decisions below show the pipeline working, nothing about safety."
+    "happily answer harmful requests. Its decisions here show the pipeline working, nothing about safety."
 )
 
 
