@@ -42,7 +42,7 @@ def wait_closed(server: ScriptedServer, deadline: float = 5.0) -> None:
 @pytest.mark.parametrize("answer, decision", [(REFUSAL, Decision.DECLINED), (COMPLIANCE, Decision.ANSWERED)])
 def test_the_server_stops_once_the_decision_is_certain(serve: Serve, answer: str, decision: Decision) -> None:
     output = tars(answer)
-    server = serve([Reply(output, tokens_per_second=1000)])  # about 0.5 s of stream if nobody stops it
+    server = serve([Reply(output, tokens_per_second=400)])  # about 1.2 s of stream if nobody stops it
     policy = EarlyStop(min_answer_tokens=16, min_decline_tokens=16)
     with Guard(server.base_url, detector=DECLINING, early_stop=policy) as guard:
         verdict = guard.check("a prompt")
@@ -115,7 +115,7 @@ def test_the_default_detector_settles_a_plain_refusal_early() -> None:
 def test_a_reasoning_budget_gives_an_undetermined_verdict(serve: Serve) -> None:
     long_reasoning = " ".join(f"thought{i}" for i in range(500))
     output = tars(COMPLIANCE, long_reasoning)
-    server = serve([Reply(output, tokens_per_second=1000)])
+    server = serve([Reply(output, tokens_per_second=500)])  # about 1.8 s of stream if nobody stops it
     with Guard(server.base_url, detector=DECLINING, max_reasoning_tokens=50) as guard:
         verdict = guard.check("a prompt")
     wait_closed(server)
