@@ -286,7 +286,15 @@ class _Runner:
         self._inbox: queue.SimpleQueue[_Job | object] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._serve, name="tarsguard-transformers", daemon=True)
         self._stopping = False
-        self.counters = {"batches": 0, "largest_batch": 0, "generated_tokens": 0, "dropped": 0}
+        self.counters = {"batches": 0, "largest_batch": 0, "generated_tokens": 0, "dropped": 0, "prefix_hits": 0}
+        self._prefix: tuple[list[int], list[tuple[Any, Any]]] | None = None
+        from transformers import DynamicCache
+
+        # Only plain growing caches can take a prefix computed apart (not sliding windows or linear attention).
+        self._plain_cache = all(
+            type(layer).__name__ == "DynamicLayer" for layer in DynamicCache(config=model.config).layers
+        )
+        """The last prompt prefix whose keys and values were kept (one row), reused by prompts that share it."""
 
     @property
     def alive(self) -> bool:
@@ -367,15 +375,24 @@ class _Runner:
         counters = self.counters
         counters["batches"] += 1
         counters["largest_batch"] = max(counters["largest_batch"], len(rows))
-        width = max(len(row.prompt) for row in rows)
-        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, row in enumerate(rows):
-            ids[i, width - len(row.prompt) :] = torch.tensor(row.prompt, dtype=torch.long)
-            mask[i, width - len(row.prompt) :] = 1
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        ids, mask, positions = ids.to(self.device), mask.to(self.device), positions.to(self.device)
+        # The prompts' shared beginning (the chat template's system turn, at least) is computed once and kept:
+        # its keys and values are copied into every row, and only the rest of each prompt is run.
+        shared = self._shared_prefix([row.prompt for row in rows])
         cache = DynamicCache(config=self.model.config)
+        for layer, (keys, values) in enumerate(shared):
+            cache.update(keys.expand(len(rows), -1, -1, -1), values.expand(len(rows), -1, -1, -1), layer)
+        done = shared[0][0].shape[-2] if shared else 0
+        # Layout per row: [shared prefix][padding][rest of the prompt]; the mask skips the padding.
+        width = max(len(row.prompt) for row in rows) - done
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), done + width), dtype=torch.long)
+        mask[:, :done] = 1
+        for i, row in enumerate(rows):
+            rest = row.prompt[done:]
+            ids[i, width - len(rest) :] = torch.tensor(rest, dtype=torch.long)
+            mask[i, done + width - len(rest) :] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, done:]
+        ids, mask, positions = ids.to(self.device), mask.to(self.device), positions.to(self.device)
         out = self.model(
             input_ids=ids,
             attention_mask=mask,
@@ -419,6 +436,32 @@ class _Runner:
             )
             next_positions = next_positions + 1
             logits = out.logits[:, -1, :]
+
+    def _shared_prefix(self, prompts: list[list[int]]) -> list[tuple[Any, Any]]:
+        """Keys and values (one row, per layer) of the longest beginning every prompt shares, if worth it.
+
+        At least one token of each prompt is left to run, so every row gets its own next-token logits.
+        """
+        from transformers import DynamicCache
+
+        limit = min(len(p) for p in prompts) - 1
+        common = prompts[0][:limit]
+        for prompt in prompts[1:]:
+            common = common[: _common_length(common, prompt)]
+        kept = self._prefix
+        if kept is not None:
+            reuse = _common_length(kept[0], common)
+            if reuse >= _MIN_SHARED:
+                self.counters["prefix_hits"] += 1
+                return [(k[:, :, :reuse], v[:, :, :reuse]) for k, v in kept[1]]
+        if len(common) < _MIN_SHARED or not self._plain_cache:
+            return []
+        cache = DynamicCache(config=self.model.config)
+        ids = _torch_tensor([common], self.device)
+        self.model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        states = [(getattr(layer, "keys"), getattr(layer, "values")) for layer in cache.layers]  # noqa: B009
+        self._prefix = (common, states)
+        return states
 
     def _row(self, job: _Job) -> _Row:
         tok = self.tokenizer
@@ -564,6 +607,24 @@ class _Row:
             ),
         )
         return True
+
+
+_MIN_SHARED = 8
+"""Shared prompt tokens below which computing them apart is not worth a forward pass of its own."""
+
+
+def _common_length(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
+
+
+def _torch_tensor(rows: list[list[int]], device: str) -> Any:
+    import torch
+
+    return torch.tensor(rows, dtype=torch.long, device=device)
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> frozenset[int]:

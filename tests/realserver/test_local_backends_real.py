@@ -110,6 +110,25 @@ async def test_transformers_batches_concurrent_requests_with_unbatched_results(t
     for (a, a_end), (b, b_end) in zip(alone, together, strict=True):
         assert _text(a) == _text(b)
         assert (a_end.finish_reason, a_end.completion_tokens) == (b_end.finish_reason, b_end.completion_tokens)
+    assert after["prefix_hits"] > before["prefix_hits"]  # the chat template's shared start was computed once
+
+
+async def test_a_shared_prompt_prefix_changes_no_output(standin: Path) -> None:
+    """Greedy text with another prompt's start reused equals the text of fresh backends that reuse nothing."""
+    fresh = [TransformersBackend(standin, name=SERVED_NAME, local_files_only=True, quiet=True) for _ in PROMPTS]
+    try:
+        whole = [await _generate(b, _request(p, max_tokens=24)) for b, p in zip(fresh, PROMPTS, strict=True)]
+        assert all(b.stats()["prefix_hits"] == 0 for b in fresh)
+        shared = TransformersBackend(standin, name=SERVED_NAME, local_files_only=True, quiet=True)
+        try:
+            reused = [await _generate(shared, _request(p, max_tokens=24)) for p in PROMPTS]
+            assert shared.stats()["prefix_hits"] == len(PROMPTS) - 1
+        finally:
+            await shared.aclose()
+    finally:
+        for b in fresh:
+            await b.aclose()
+    assert [_text(d) for d, _ in whole] == [_text(d) for d, _ in reused]
 
 
 def test_transformers_is_safe_across_threads_and_loops(tf: TransformersBackend) -> None:
