@@ -442,6 +442,7 @@ class _Runner:
 
         At least one token of each prompt is left to run, so every row gets its own next-token logits.
         """
+        import torch
         from transformers import DynamicCache
 
         limit = min(len(p) for p in prompts) - 1
@@ -457,7 +458,7 @@ class _Runner:
         if len(common) < _MIN_SHARED or not self._plain_cache:
             return []
         cache = DynamicCache(config=self.model.config)
-        ids = _torch_tensor([common], self.device)
+        ids = torch.tensor([common], dtype=torch.long, device=self.device)
         self.model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
         states = [(getattr(layer, "keys"), getattr(layer, "values")) for layer in cache.layers]  # noqa: B009
         self._prefix = (common, states)
@@ -619,12 +620,6 @@ def _common_length(a: Sequence[int], b: Sequence[int]) -> int:
         if a[i] != b[i]:
             return i
     return n
-
-
-def _torch_tensor(rows: list[list[int]], device: str) -> Any:
-    import torch
-
-    return torch.tensor(rows, dtype=torch.long, device=device)
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> frozenset[int]:
