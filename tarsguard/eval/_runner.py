@@ -13,7 +13,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import IO, Any
 
@@ -187,6 +187,7 @@ def _prepare(
 
 
 def _result(item: EvalItem, guard_name: str, outcome: Outcome) -> ItemResult:
+    """The journal line of ``item``: the item itself, the guard's name, and every field of its outcome."""
     return ItemResult(
         id=item.id,
         suite=item.suite,
@@ -194,22 +195,7 @@ def _result(item: EvalItem, guard_name: str, outcome: Outcome) -> ItemResult:
         expected=item.expected,
         prompt=item.prompt,
         guard=guard_name,
-        model=outcome.model,
-        decision=outcome.decision,
-        confidence=outcome.confidence,
-        answer=outcome.answer,
-        reasoning=outcome.reasoning,
-        categories=outcome.categories,
-        evidence=outcome.evidence,
-        latency_ms=outcome.latency_ms,
-        first_token_ms=outcome.first_token_ms,
-        prompt_tokens=outcome.prompt_tokens,
-        completion_tokens=outcome.completion_tokens,
-        reasoning_tokens=outcome.reasoning_tokens,
-        answer_tokens=outcome.answer_tokens,
-        finish_reason=outcome.finish_reason,
-        verdict_id=outcome.verdict_id,
-        error=outcome.error,
+        **{f.name: getattr(outcome, f.name) for f in fields(outcome)},
     )
 
 
