@@ -25,6 +25,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from tarsguard._serve import _group_alive
+
 DEFAULT_SERVED_NAME = "smollm2-standin"
 DEFAULT_MAX_MODEL_LEN = 2048
 
@@ -106,16 +108,6 @@ def _health_ok(url: str, timeout: float) -> bool:
             return bool(resp.status == 200)
     except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
         return False
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def stop_process_group(proc: subprocess.Popen[bytes], *, grace: float = 15.0) -> None:
