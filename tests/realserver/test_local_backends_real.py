@@ -113,6 +113,22 @@ async def test_transformers_batches_concurrent_requests_with_unbatched_results(t
     assert after["prefix_hits"] > before["prefix_hits"]  # the chat template's shared start was computed once
 
 
+async def test_rows_finishing_at_different_steps_leave_the_others_unchanged(tf: TransformersBackend) -> None:
+    """Seven rows with budgets of 1 to 20 tokens: the batch shrinks (keeping finished rows as padding) as they end."""
+    requests = [(PROMPTS[i % len(PROMPTS)], budget) for i, budget in enumerate((20, 1, 3, 6, 9, 13, 17))]
+    alone = [await _generate(tf, _request(p, max_tokens=n)) for p, n in requests]
+    before = tf.stats()
+    together = await asyncio.gather(*(_generate(tf, _request(p, max_tokens=n)) for p, n in requests))
+    after = tf.stats()
+    assert after["batches"] == before["batches"] + 1 and after["largest_batch"] >= len(requests)
+    for (a, a_end), (b, b_end) in zip(alone, together, strict=True):
+        assert _text(a) == _text(b)
+        assert (a_end.finish_reason, a_end.completion_tokens) == (b_end.finish_reason, b_end.completion_tokens)
+    assert after["generated_tokens"] - before["generated_tokens"] == sum(
+        end.completion_tokens or 0 for _, end in together
+    )  # padding slots are not counted as generated
+
+
 async def test_a_shared_prompt_prefix_changes_no_output(standin: Path) -> None:
     """Greedy text with another prompt's start reused equals the text of fresh backends that reuse nothing."""
     fresh = [TransformersBackend(standin, name=SERVED_NAME, local_files_only=True, quiet=True) for _ in PROMPTS]
