@@ -407,20 +407,20 @@ class _Runner:
         slots: list[_Row | None] = list(rows)
         while True:
             if self._stopping:
-                for row in slots:
-                    if row is not None:
-                        row.job.send(BackendUnavailable("the transformers backend was closed during the generation"))
+                for slot in slots:
+                    if slot is not None:
+                        slot.job.send(BackendUnavailable("the transformers backend was closed during the generation"))
                 return
             tokens = self._choose(logits, slots)
             live = []
-            for i, row in enumerate(slots):
-                if row is None:
+            for i, slot in enumerate(slots):
+                if slot is None:
                     continue
                 counters["generated_tokens"] += 1
-                if row.job.cancelled:
+                if slot.job.cancelled:
                     counters["dropped"] += 1
                     slots[i] = None
-                elif row.push(tokens[i]):
+                elif slot.push(tokens[i]):
                     slots[i] = None
                 else:
                     live.append(i)
@@ -429,7 +429,7 @@ class _Runner:
                 return
             size = _batch_shape(len(live))
             if size < len(slots):
-                padding = [i for i, row in enumerate(slots) if row is None][: size - len(live)]
+                padding = [i for i, slot in enumerate(slots) if slot is None][: size - len(live)]
                 kept = sorted(live + padding)
                 index = torch.tensor(kept, device=self.device)
                 cache.batch_select_indices(index)
