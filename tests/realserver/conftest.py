@@ -24,8 +24,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(REPO_ROOT) not in sys.path:  # make ``tests.support`` importable however pytest was launched
     sys.path.insert(0, str(REPO_ROOT))
 
-from tests.support.standin import DEFAULT_DEST, SERVED_NAME, build_standin, is_built  # noqa: E402
-from tests.support.vllm_server import DEFAULT_MAX_MODEL_LEN, RealServer, vllm_server  # noqa: E402
+from tests.support.standin import DEFAULT_DEST, is_built  # noqa: E402
+from tests.support.vllm_server import DEFAULT_MAX_MODEL_LEN, RealServer, session_server  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 MAX_MODEL_LEN = DEFAULT_MAX_MODEL_LEN
@@ -58,19 +58,15 @@ def _require_vllm() -> None:
 
 @pytest.fixture(scope="session")
 def vllm_real_server() -> Iterator[RealServer]:
-    """Build the stand-in (once, cached under .cache/) and serve it with vLLM for the whole session."""
+    """The session's vLLM server with the stand-in (built once, cached under .cache/)."""
     _require_vllm()
     was_built = is_built(DEFAULT_DEST)
     started = time.monotonic()
-    model_dir = build_standin(DEFAULT_DEST)
-    _timings["stand-in build" if not was_built else "stand-in (cached)"] = time.monotonic() - started
-
-    LOG_DIR.mkdir(parents=True, exist_ok=True)
-    log_path = LOG_DIR / f"vllm-server-{os.getpid()}.log"
-    started = time.monotonic()
-    with vllm_server(model_dir, served_name=SERVED_NAME, max_model_len=MAX_MODEL_LEN, log_path=log_path) as base_url:
-        _timings["time to /health"] = time.monotonic() - started
-        yield RealServer(base_url=base_url, log_path=log_path, model_dir=model_dir)
+    with session_server(LOG_DIR) as server:
+        _timings["stand-in build and time to /health" if not was_built else "time to /health"] = (
+            time.monotonic() - started
+        )
+        yield server
 
 
 @pytest.fixture(scope="session")

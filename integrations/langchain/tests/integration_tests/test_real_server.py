@@ -15,10 +15,11 @@ from langchain_core.messages import AIMessage
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 from tarsguard import AsyncGuard, Guard, GuardedText, verdict_of
+from tests.support.standin import SERVED_NAME
 
 from langchain_tarsguard import ChatTARS, with_guard
 
-from .conftest import REPO_ROOT, SERVED_NAME
+from .conftest import REPO_ROOT
 
 PROMPT = ChatPromptTemplate.from_messages([("human", "{question}")])
 

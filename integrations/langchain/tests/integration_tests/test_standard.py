@@ -11,10 +11,11 @@ from typing import Any
 import pytest
 from langchain_core.language_models import BaseChatModel
 from langchain_tests.integration_tests import ChatModelIntegrationTests
+from tests.support.standin import SERVED_NAME
 
 from langchain_tarsguard import ChatTARS
 
-from .conftest import ALT_NAME, SERVED_NAME
+from .conftest import ALT_NAME
 
 
 class TestChatTARSIntegration(ChatModelIntegrationTests):
