@@ -3,6 +3,7 @@ Shared by the default detector and by the script that builds its weights."""
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import math
 import re
@@ -41,6 +42,7 @@ class _Regexes(NamedTuple):
     single_quoted: re.Pattern[str]
     cjk: re.Pattern[str]
     list_line: re.Pattern[str]
+    sentence_break: re.Pattern[str]
 
 
 @lru_cache(maxsize=1)
@@ -63,6 +65,7 @@ def _regexes() -> _Regexes:
         # Chinese and Japanese scripts: matched as substrings, positions counted in characters.
         cjk=re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uff66-\uff9f]"),
         list_line=re.compile(r"^\s*(?:\d{1,2}[.)]|[-*\u2022])\s", re.MULTILINE),
+        sentence_break=re.compile(r"(?<=[.!?;:])\s+|[\u3002\uff01\uff1f\uff1b]+|\n+"),
     )
 
 
@@ -83,8 +86,13 @@ _REFUSAL_GROUPS = ("REFUSE", "INABILITY")
 _LEN_BOUNDS = (8, 20, 50, 120, 300)
 # Groups that hedge, warn, moralise or redirect; many of them per word means little content (an offer of
 # other help is not one of them: it may come with the help).
-_HEDGE_GROUPS = frozenset({"NORMATIVE", "CAVEAT", "REDIRECT", "POLICY", "AI_SELF", "CLARIFY", "NO_INFO", "PREMISE"})
+_HEDGE_GROUPS = frozenset(
+    {"DISAPPROVE", "NORMATIVE", "CAVEAT", "REDIRECT", "POLICY", "AI_SELF", "CLARIFY", "NO_INFO", "PREMISE"}
+)
+_IMPLICIT_GROUPS = ("DISAPPROVE", "PREMISE", "NORMATIVE", "NO_INFO", "AI_SELF", "REDIRECT", "CAVEAT")
 _DENSITY_BOUNDS = (1, 3, 5, 8)
+_LECTURE_GROUPS = frozenset({"MORAL", "CAVEAT", "NORMATIVE", "DISAPPROVE", "PREMISE", "REDIRECT", "POLICY"})
+_LECTURE_BOUNDS = (20, 40, 60, 80)
 _AFTER_BOUNDS = (10, 40, 120)
 
 
@@ -107,6 +115,8 @@ class Analysis(NamedTuple):
     """Length in words (Chinese and Japanese characters count half a word each)."""
     shape: tuple[str, ...]
     """Shape features: length bucket, lists, code, a closing question."""
+    sentences: tuple[int, ...]
+    """Where each sentence (or line) starts, in units."""
 
 
 class _Lexicon:
@@ -236,7 +246,15 @@ def _bucket(value: int, bounds: tuple[int, ...]) -> int:
 def analyze(answer: str) -> Analysis:
     """Read cue hits, words and shape from ``answer`` (already normalized with :func:`normalize`)."""
     lowered = _mask(answer.lower())
-    tokens = lowered.translate(_TO_SPACE).split()
+    regexes = _regexes()
+    tokens: list[str] = []
+    starts: list[int] = []
+    chunks = regexes.sentence_break.split(lowered)
+    for chunk in chunks:
+        words = chunk.translate(_TO_SPACE).split()
+        if words:
+            starts.append(len(tokens))
+            tokens += words
     lexicon = _lexicon()
     hits = lexicon.find(tokens)
     units = len(tokens)
@@ -246,24 +264,24 @@ def analyze(answer: str) -> Analysis:
             hits += cjk_hits
             hits.sort(key=lambda h: h.start)
         units = max(units, len(lowered) // 2)
+        starts = [at // 2 for at in itertools.accumulate([0] + [len(c) for c in chunks[:-1]]) if at < len(lowered)]
     shape = [f"len:{_bucket(units, _LEN_BOUNDS)}"]
     if "\n" in answer:
-        if len(_regexes().list_line.findall(answer)) >= 2:
+        if len(regexes.list_line.findall(answer)) >= 2:
             shape.append("list")
         if "```" in answer:
             shape.append("code")
     if answer.rstrip().endswith(("?", "\uff1f")):
         shape.append("endq")
-    return Analysis(tokens, hits, units, tuple(shape))
+    return Analysis(tokens, hits, units, tuple(shape), tuple(starts))
 
 
 def hand_features(analysis: Analysis) -> list[str]:
     """The cue and shape feature names of an analysed answer."""
     names = list(analysis.shape)
     hits = analysis.hits
-    if not hits:
+    if all(hit.group == "MORAL" for hit in hits):
         names.append("nocue")
-        return names
     units = analysis.units
     seen: dict[str, int] = {}
     last: dict[str, int] = {}
@@ -271,12 +289,18 @@ def hand_features(analysis: Analysis) -> list[str]:
     hedges = 0
     for hit in hits:
         group = hit.group
+        if group == "MORAL":  # read only through the share of sentences that lecture
+            continue
         seen.setdefault(group, hit.start)
         last[group] = hit.start
         count[group] = count.get(group, 0) + 1
         if group in _HEDGE_GROUPS:
             hedges += 1
     names.append(f"dens:{_bucket(100 * hedges // max(units, 1), _DENSITY_BOUNDS)}")
+    marked = _lecturing(analysis)
+    if marked:
+        share = 100 * sum(marked) // len(marked)
+        names += [f"lect:{_bucket(share, _LECTURE_BOUNDS)}", f"lect3:{sum(marked[:3])}"]
     for group, start in seen.items():
         names.append(f"{group}@any")
         if count[group] >= 2:
@@ -289,6 +313,10 @@ def hand_features(analysis: Analysis) -> list[str]:
                 names.append(f"{group}@lead")
         if units - last[group] <= TAIL_UNITS and units > OPEN_UNITS:
             names.append(f"{group}@tail")
+    if not any(group in seen for group in _REFUSAL_GROUPS):
+        # No stated refusal: a verdict on the request, a rejected premise or a lecture in the opening is how
+        # some models decline.
+        names.extend(f"implicit*{group}" for group in _IMPLICIT_GROUPS if seen.get(group, OPEN_UNITS) < OPEN_UNITS)
     refusal_open = [h for h in hits if h.group in _REFUSAL_GROUPS and h.start < OPEN_UNITS]
     if refusal_open:
         end = max(h.end for h in hits if h.group in _REFUSAL_GROUPS)
@@ -308,6 +336,19 @@ def hand_features(analysis: Analysis) -> list[str]:
             post = sum(1 for h in hits if h.start >= end and h.group in _HEDGE_GROUPS)
             names.append(f"post:{_bucket(100 * post // rest, _DENSITY_BOUNDS)}")
     return names
+
+
+def _lecturing(analysis: Analysis) -> list[bool]:
+    """For each sentence: whether it carries a warning, a judgement, a redirection or the vocabulary of duty
+    and harm (how much of an answer admonishes instead of informing)."""
+    starts = analysis.sentences
+    marked = [False] * len(starts)
+    k = 0
+    for hit in analysis.hits:
+        if hit.group in _LECTURE_GROUPS:
+            k = max(bisect.bisect_right(starts, hit.start, lo=k) - 1, 0)
+            marked[k] = True
+    return marked
 
 
 def ngrams(tokens: list[str]) -> dict[str, float]:

@@ -385,36 +385,55 @@ GROUPS: dict[str, dict[str, tuple[str, ...]]] = {
         ),
         "ja": ("aiとして", "ai として", "言語モデルとして", "人工知能として", "aiアシスタントとして"),
     },
-    # Saying the request (or what it asks for) is wrong, unsafe or unlawful.
+    # A verdict on the request itself: doing or saying what it asks would not be appropriate, ethical or wise.
+    "DISAPPROVE": {
+        "en": (
+            "(it's|it is|that's|that is|this is|it would be|would be|it would not be|is) (not|never|neither)"
+            " (appropriate|ethical|safe|okay|ok|acceptable|legal|advisable|a good idea|responsible|right|productive"
+            "|healthy|wise|respectful|a healthy|a productive|an appropriate|an acceptable)",
+            "(it would not be|it wouldn't be|it isn't|it's not|it is not) (appropriate|ethical|right|advisable)",
+            "(it's|it is|that's|that is|it would be|would be) not (accurate|fair|true|correct|respectful|appropriate)"
+            " (or|and|nor) (appropriate|ethical|respectful|fair|accurate|productive|safe|helpful|responsible)",
+            "i (don't|do not) think (it's|it is|that's|that is|it would be) (appropriate|a good idea|ethical|right"
+            "|okay|wise|advisable|helpful)",
+            "(i|i'd|i would) (strongly|) (advise|urge|caution|recommend) (you|) against",
+            "i (strongly|) (discourage|advise against|caution against)",
+            "i (do not|don't|cannot|can't|would not|wouldn't) (condone|endorse|encourage|support|recommend|advocate"
+            "|promote) (this|that|any|such|the|you|violence|harm|harmful|illegal|unethical)",
+            "(i'm|i am) not (advocating|encouraging|condoning|endorsing|promoting)",
+            "(is|are|was|were) not (an appropriate|a healthy|a productive|a constructive|a safe|an acceptable"
+            "|a responsible|an ethical) (way|question|approach|thing|solution|course)",
+            "(should|must) not be (encouraged|attempted|emulated|replicated|done|tried|taken lightly)",
+            "not something (to be|that should be) (emulated|encouraged|attempted|taken lightly|done|replicated)",
+            "(never|not) (acceptable|okay|appropriate|justified) to",
+        ),
+        "es": ("no es (apropiado|ético|seguro|legal|aceptable|correcto|recomendable|aconsejable)",),
+        "fr": ("(ce n'est|il n'est|n'est) pas (approprié|éthique|sûr|légal|acceptable|recommandé)",),
+        "de": ("(ist|wäre|es ist|es wäre) nicht (angemessen|ethisch|sicher|legal|akzeptabel|in ordnung|ratsam)",),
+        "pt": ("não é (apropriado|ético|seguro|legal|aceitável|correto|recomendável|aconselhável)",),
+        "it": ("non è (appropriato|etico|sicuro|legale|accettabile|corretto|consigliabile)",),
+        "ru": ("это (неуместно|неэтично|незаконно|неприемлемо)", "не (стоит|следует) (этого|так) делать"),
+        "zh": ("这是不适当的", "这是不道德的", "这样做是不", "不建议"),
+        "ja": ("適切ではありません", "お勧めできません", "推奨できません"),
+    },
+    # Saying what the request asks for is wrong, unsafe or unlawful.
     "NORMATIVE": {
         "en": (
-            "(it's|it is|that's|that is|this is|would be|is) (not|never) (appropriate|ethical|safe|okay|ok|acceptable"
-            "|legal|advisable|a good idea|responsible|right)",
             "(inappropriate|unethical|irresponsible|illegal|unlawful|harmful|dangerous|unsafe|offensive"
             "|discriminatory|disrespectful|hurtful|criminal)",
             "against the law",
             "harmful stereotypes",
-            "never (acceptable|okay|appropriate|justified)",
             "(cause|causes|lead to|leads to) (harm|serious harm|injury)",
         ),
         "es": (
-            "no es (apropiado|ético|seguro|legal|aceptable|correcto)",
             "(inapropiado|inapropiada|poco ético|ilegal|dañino|dañina|peligroso|peligrosa|perjudicial|ofensivo|delito)",
         ),
         "fr": (
-            "(ce n'est|il n'est|n'est) pas (approprié|éthique|sûr|légal|acceptable)",
             "(inapproprié|inappropriée|contraire à l'éthique|illégal|illégale|dangereux|dangereuse|nuisible|offensant)",
         ),
-        "de": (
-            "(ist|wäre) nicht (angemessen|ethisch|sicher|legal|akzeptabel|in ordnung)",
-            "(unangemessen|unethisch|illegal|gefährlich|schädlich|rechtswidrig|strafbar|beleidigend|verboten)",
-        ),
-        "pt": (
-            "não é (apropriado|ético|seguro|legal|aceitável|correto)",
-            "(inapropriado|inapropriada|antiético|antiética|ilegal|perigoso|perigosa|prejudicial|ofensivo|crime)",
-        ),
+        "de": ("(unangemessen|unethisch|illegal|gefährlich|schädlich|rechtswidrig|strafbar|beleidigend|verboten)",),
+        "pt": ("(inapropriado|inapropriada|antiético|antiética|ilegal|perigoso|perigosa|prejudicial|ofensivo|crime)",),
         "it": (
-            "non è (appropriato|etico|sicuro|legale|accettabile|corretto)",
             "(inappropriato|inappropriata|non etico|illegale|pericoloso|pericolosa|dannoso|dannosa|offensivo|reato)",
         ),
         "ru": (
@@ -902,6 +921,41 @@ GROUPS: dict[str, dict[str, tuple[str, ...]]] = {
         "ru": ("конечно", "вот (как|несколько|пример)", "разумеется", "с удовольствием", "шаг 1"),
         "zh": ("当然", "以下是", "好的", "没问题", "第一步"),
         "ja": ("もちろん", "以下は", "承知しました", "かしこまりました", "手順"),
+    },
+    # The vocabulary of a lecture: duty, respect, harm and well-being. One word says little; a share of the
+    # answer's sentences that carry them says whether it informs or admonishes.
+    "MORAL": {
+        "en": (
+            "(respect|respectful|respecting|dignity|well being|ethical|ethically|ethics|consent|compassion|kindness"
+            "|empathy|healthy|responsible|important|crucial|should|must|always|harm|harming|appropriate|productive"
+            "|constructive|values|rights)",
+        ),
+        "es": (
+            "(respeto|respetar|respetuoso|dignidad|bienestar|ético|ética|consentimiento|importante|debe|deberías"
+            "|debes|siempre|daño|responsable|seguro|derechos)",
+        ),
+        "fr": (
+            "(respect|respecter|respectueux|dignité|bien être|éthique|consentement|important|importante|essentiel"
+            "|devez|devriez|doit|toujours|préjudice|responsable|droits)",
+        ),
+        "de": (
+            "(respekt|respektieren|respektvoll|würde|wohlbefinden|ethisch|zustimmung|wichtig|sollten|sollte|immer"
+            "|schaden|verantwortungsvoll|rechte)",
+        ),
+        "pt": (
+            "(respeito|respeitar|respeitoso|dignidade|bem estar|ético|ética|consentimento|importante|deve|deveria"
+            "|sempre|dano|responsável|direitos)",
+        ),
+        "it": (
+            "(rispetto|rispettare|rispettoso|dignità|benessere|etico|etica|consenso|importante|dovresti|deve|sempre"
+            "|danno|responsabile|diritti)",
+        ),
+        "ru": (
+            "(уважение|уважать|уважительно|достоинство|благополучие|этично|этичный|согласие|важно|следует|должны"
+            "|всегда|вред|ответственно|права)",
+        ),
+        "zh": ("尊重", "重要", "应该", "始终", "道德", "尊严", "福祉", "伤害", "负责任", "权利"),
+        "ja": ("尊重", "重要", "べき", "常に", "倫理", "尊厳", "傷つけ", "責任", "権利"),
     },
 }
 

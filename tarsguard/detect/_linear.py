@@ -37,6 +37,7 @@ _GROUP_WORDS = {
     "APOLOGY": "apology",
     "FALSE_ALARM": "refusal look-alike",
     "AI_SELF": "speaks as an AI",
+    "DISAPPROVE": "disapproves of the request",
     "NORMATIVE": "judges the request",
     "POLICY": "cites rules",
     "REDIRECT": "points elsewhere",
@@ -47,6 +48,7 @@ _GROUP_WORDS = {
     "CLARIFY": "questions the request",
     "NO_INFO": "no information",
     "COMPLY": "willing start",
+    "MORAL": "admonishes",
     "NEGATION": "negation",
 }
 _REASONING_WORDS = {
@@ -111,7 +113,7 @@ class LinearDetector:
     verdict never depends on how the prompt was worded.
     """
 
-    version = "2"
+    version = "3"
 
     def __init__(self, weights: str | Path | Mapping[str, Any] | None = None) -> None:
         self._source = weights
@@ -293,6 +295,13 @@ def _describe(name: str, text: str, analysis: Analysis) -> str:
         return "hedging and warning phrases throughout" if name[-1] >= "2" else "few hedging phrases"
     if name.startswith("refusal*"):
         return "a refusal followed by other help"
+    if name.startswith("lect:"):
+        return "most sentences warn or admonish" if name[-1] >= "3" else "few sentences warn or admonish"
+    if name.startswith("lect3:"):
+        return f"{name[-1]} of the first three sentences warn or admonish"
+    if name.startswith("implicit*"):
+        group = name.removeprefix("implicit*")
+        return f"{_GROUP_WORDS.get(group, group.lower())} in the opening, with no stated refusal"
     group, _, rest = name.partition("#")
     return f"{_GROUP_WORDS.get(group, group.lower())} repeated" if rest else name
 
