@@ -1,8 +1,11 @@
 """In-process backends on the SmolLM2 stand-in (NOT a safety model): batching gain and in-process vs HTTP.
 
-1. TransformersBackend: the same 8 prompts one at a time, then all 8 at once (batched), tokens/s.
+1. TransformersBackend: the same 8 prompts one at a time and all 8 at once (batched), tokens/s.
 2. The same 8 prompts through VLLMEngineBackend (vLLM in-process) and through a vLLM HTTP server on loopback
    (the realserver tier's server), one at a time and all at once: tokens/s and p50 latency.
+
+Each backend runs its two modes in four rounds ordered one-at-a-time, concurrent, concurrent, one-at-a-time, so a
+load that drifts during the run weighs on both modes alike; tokens/s is each mode's tokens over its time.
 
 Greedy, fixed token budget, every ratio measured side by side in one run. Prints a markdown table.
 
@@ -56,20 +59,22 @@ async def _one(backend: Backend, prompt: str, max_tokens: int) -> tuple[int, flo
 
 
 async def _measure(backend: Backend, max_tokens: int) -> dict[str, tuple[float, float]]:
+    """Tokens/s and p50 latency one at a time and all at once, in rounds ordered A B B A (drift weighs on both)."""
     await _one(backend, "Say hi.", 4)  # warm-up
-    results: dict[str, tuple[float, float]] = {}
-    started = time.perf_counter()
-    alone = [await _one(backend, p, max_tokens) for p in PROMPTS]
-    elapsed = time.perf_counter() - started
-    results["one at a time"] = (sum(t for t, _ in alone) / elapsed, statistics.median(s for _, s in alone))
-    started = time.perf_counter()
-    together = await asyncio.gather(*(_one(backend, p, max_tokens) for p in PROMPTS))
-    elapsed = time.perf_counter() - started
-    results[f"{len(PROMPTS)} concurrent"] = (
-        sum(t for t, _ in together) / elapsed,
-        statistics.median(s for _, s in together),
-    )
-    return results
+    modes = ("one at a time", f"{len(PROMPTS)} concurrent")
+    tokens = dict.fromkeys(modes, 0)
+    seconds = dict.fromkeys(modes, 0.0)
+    latencies: dict[str, list[float]] = {mode: [] for mode in modes}
+    for mode in (modes[0], modes[1], modes[1], modes[0]):
+        started = time.perf_counter()
+        if mode == modes[0]:
+            results = [await _one(backend, p, max_tokens) for p in PROMPTS]
+        else:
+            results = list(await asyncio.gather(*(_one(backend, p, max_tokens) for p in PROMPTS)))
+        seconds[mode] += time.perf_counter() - started
+        tokens[mode] += sum(t for t, _ in results)
+        latencies[mode] += [s for _, s in results]
+    return {mode: (tokens[mode] / seconds[mode], statistics.median(latencies[mode])) for mode in modes}
 
 
 async def _transformers(model_dir: Path, max_tokens: int) -> dict[str, tuple[float, float]]:
