@@ -375,20 +375,23 @@ class _Runner:
         counters = self.counters
         counters["batches"] += 1
         counters["largest_batch"] = max(counters["largest_batch"], len(rows))
+        # Padding rows (the shortest prompt again, output ignored) bring the batch to a shape with fast kernels.
+        prompts = [row.prompt for row in rows]
+        prompts += [min(prompts, key=len)] * (_batch_shape(len(rows)) - len(rows))
         # The prompts' shared beginning (the chat template's system turn, at least) is computed once and kept:
         # its keys and values are copied into every row, and only the rest of each prompt is run.
-        shared = self._shared_prefix([row.prompt for row in rows])
+        shared = self._shared_prefix(prompts)
         cache = DynamicCache(config=self.model.config)
         for layer, (keys, values) in enumerate(shared):
-            cache.update(keys.expand(len(rows), -1, -1, -1), values.expand(len(rows), -1, -1, -1), layer)
+            cache.update(keys.expand(len(prompts), -1, -1, -1), values.expand(len(prompts), -1, -1, -1), layer)
         done = shared[0][0].shape[-2] if shared else 0
         # Layout per row: [shared prefix][padding][rest of the prompt]; the mask skips the padding.
-        width = max(len(row.prompt) for row in rows) - done
-        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), done + width), dtype=torch.long)
+        width = max(len(prompt) for prompt in prompts) - done
+        ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(prompts), done + width), dtype=torch.long)
         mask[:, :done] = 1
-        for i, row in enumerate(rows):
-            rest = row.prompt[done:]
+        for i, prompt in enumerate(prompts):
+            rest = prompt[done:]
             ids[i, width - len(rest) :] = torch.tensor(rest, dtype=torch.long)
             mask[i, done + width - len(rest) :] = 1
         positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, done:]
@@ -404,7 +407,7 @@ class _Runner:
         next_positions = positions[:, -1:] + 1
         logits = out.logits[:, -1, :]
         # A finished row keeps its slot (its tokens are ignored) until the batch can shrink to a cheaper shape.
-        slots: list[_Row | None] = list(rows)
+        slots: list[_Row | None] = [*rows, *[None] * (len(prompts) - len(rows))]
         while True:
             if self._stopping:
                 for slot in slots:
@@ -629,11 +632,11 @@ _MIN_SHARED = 8
 
 
 def _batch_shape(live: int) -> int:
-    """The batch size a decode step runs at with ``live`` unfinished rows: one row, or a multiple of four.
+    """The batch size a step runs at with ``live`` unfinished rows: one row, or a multiple of four.
 
     Matrix kernels for a handful of rows are much slower at some sizes (on the 2-core test machine a step with 2, 3
-    or 7 rows took 90-120 ms against 75-85 ms with 4, 5, 6 or 8), and a finished row's slot costs next to nothing,
-    so a shrinking batch keeps finished rows as padding up to the next multiple of four.
+    or 7 rows took 90-120 ms against 75-85 ms with 4, 5, 6 or 8), and a padding row costs next to nothing, so a
+    batch starts padded up to the next multiple of four and, as rows finish, keeps them as padding.
     """
     return 1 if live == 1 else -(-live // 4) * 4
 
