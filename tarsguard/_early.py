@@ -16,12 +16,12 @@ class EarlyStop:
 
     While the answer streams in, the guard's detector reads it every ``every`` tokens once it has
     ``min_answer_tokens``; the first reading at or above ``confidence`` becomes the verdict and the stream is
-    closed, so the server stops generating. The defaults come from ``bench/early_verdict.py``: on public
-    answers of real models, the early decision agrees with the full-answer decision at least 99% of the time
-    (40 model tokens are about 30 words, where that bench measured 99.3% agreement).
+    closed, so the server stops generating. The defaults come from the offline table of ``bench/early_verdict.py``:
+    over 2,608 public answers of real models, the early decision agreed with the full-answer decision 99.85% of
+    the time and left 47.5% of the answer tokens unwritten (the most saved at >= 99.5% agreement).
     """
 
-    confidence: float = 0.97
+    confidence: float = 0.95
     min_answer_tokens: int = 40
     min_decline_tokens: int = 80
     """A refusal is often followed by an offer of other help, which makes it partial: a decline waits longer."""
