@@ -375,9 +375,7 @@ class _Runner:
         counters = self.counters
         counters["batches"] += 1
         counters["largest_batch"] = max(counters["largest_batch"], len(rows))
-        # Padding rows (the shortest prompt again, output ignored) bring the batch to a shape with fast kernels.
         prompts = [row.prompt for row in rows]
-        prompts += [min(prompts, key=len)] * (_batch_shape(len(rows)) - len(rows))
         # The prompts' shared beginning (the chat template's system turn, at least) is computed once and kept:
         # its keys and values are copied into every row, and only the rest of each prompt is run.
         shared = self._shared_prefix(prompts)
@@ -406,8 +404,16 @@ class _Runner:
         )
         next_positions = positions[:, -1:] + 1
         logits = out.logits[:, -1, :]
+        slots: list[_Row | None] = list(rows)
+        extra = _batch_shape(len(rows)) - len(rows)
+        if extra:
+            # Copies of the first row (its cache included, no extra prompt to run; output ignored) bring the batch to
+            # a shape with fast kernels.
+            index = torch.tensor([*range(len(rows)), *[0] * extra], device=self.device)
+            cache.batch_select_indices(index)
+            mask, next_positions, logits = mask[index], next_positions[index], logits[index]
+            slots += [None] * extra
         # A finished row keeps its slot (its tokens are ignored) until the batch can shrink to a cheaper shape.
-        slots: list[_Row | None] = [*rows, *[None] * (len(prompts) - len(rows))]
         while True:
             if self._stopping:
                 for slot in slots:
@@ -636,7 +642,8 @@ def _batch_shape(live: int) -> int:
 
     Matrix kernels for a handful of rows are much slower at some sizes (on the 2-core test machine a step with 2, 3
     or 7 rows took 90-120 ms against 75-85 ms with 4, 5, 6 or 8), and a padding row costs next to nothing, so a
-    batch starts padded up to the next multiple of four and, as rows finish, keeps them as padding.
+    batch is padded up to the next multiple of four once its prompts have run and, as rows finish, keeps them as
+    padding.
     """
     return 1 if live == 1 else -(-live // 4) * 4
 
