@@ -4,12 +4,13 @@
 2. The same 8 prompts through VLLMEngineBackend (vLLM in-process) and through a vLLM HTTP server on loopback
    (the realserver tier's server), one at a time and all at once: tokens/s and p50 latency.
 
-Each backend runs its two modes in four rounds ordered one-at-a-time, concurrent, concurrent, one-at-a-time, so a
-load that drifts during the run weighs on both modes alike; tokens/s is each mode's tokens over its time.
+Each backend runs both modes in --rounds rounds (default 3), alternating which runs first. tokens/s is each mode's
+tokens over its time in all rounds; the transformers ratio is the median over rounds of the round's concurrent
+tokens/s over its one-at-a-time tokens/s, so a slow spell of this shared machine during one round counts once.
 
 Greedy, fixed token budget, every ratio measured side by side in one run. Prints a markdown table.
 
-    .venv/bin/python bench/local_backends.py [--max-tokens 64]
+    .venv/bin/python bench/local_backends.py [--max-tokens 64] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -58,36 +59,48 @@ async def _one(backend: Backend, prompt: str, max_tokens: int) -> tuple[int, flo
     return tokens, time.perf_counter() - started
 
 
-async def _measure(backend: Backend, max_tokens: int) -> dict[str, tuple[float, float]]:
-    """Tokens/s and p50 latency one at a time and all at once, in rounds ordered A B B A (drift weighs on both)."""
+async def _measure(backend: Backend, max_tokens: int, rounds: int) -> dict[str, tuple[float, float, float]]:
+    """Per mode (one at a time, all at once): tokens/s over every round, p50 latency, and the median over rounds of
+    the round's tokens/s over one-at-a-time's in the same round (rounds alternate which mode runs first)."""
     await _one(backend, "Say hi.", 4)  # warm-up
     modes = ("one at a time", f"{len(PROMPTS)} concurrent")
     tokens = dict.fromkeys(modes, 0)
     seconds = dict.fromkeys(modes, 0.0)
     latencies: dict[str, list[float]] = {mode: [] for mode in modes}
-    for mode in (modes[0], modes[1], modes[1], modes[0]):
-        started = time.perf_counter()
-        if mode == modes[0]:
-            results = [await _one(backend, p, max_tokens) for p in PROMPTS]
-        else:
-            results = list(await asyncio.gather(*(_one(backend, p, max_tokens) for p in PROMPTS)))
-        seconds[mode] += time.perf_counter() - started
-        tokens[mode] += sum(t for t, _ in results)
-        latencies[mode] += [s for _, s in results]
-    return {mode: (tokens[mode] / seconds[mode], statistics.median(latencies[mode])) for mode in modes}
+    per_round: dict[str, list[float]] = {mode: [] for mode in modes}
+    for round_ in range(rounds):
+        for mode in modes if round_ % 2 == 0 else modes[::-1]:
+            started = time.perf_counter()
+            if mode == modes[0]:
+                results = [await _one(backend, p, max_tokens) for p in PROMPTS]
+            else:
+                results = list(await asyncio.gather(*(_one(backend, p, max_tokens) for p in PROMPTS)))
+            elapsed = time.perf_counter() - started
+            seconds[mode] += elapsed
+            tokens[mode] += sum(t for t, _ in results)
+            latencies[mode] += [s for _, s in results]
+            per_round[mode].append(sum(t for t, _ in results) / elapsed)
+    return {
+        mode: (
+            tokens[mode] / seconds[mode],
+            statistics.median(latencies[mode]),
+            statistics.median(a / b for a, b in zip(per_round[mode], per_round[modes[0]], strict=True)),
+        )
+        for mode in modes
+    }
 
 
-async def _transformers(model_dir: Path, max_tokens: int) -> dict[str, tuple[float, float]]:
+async def _transformers(model_dir: Path, max_tokens: int, rounds: int) -> dict[str, tuple[float, float, float]]:
     from tarsguard.backends.transformers import TransformersBackend
 
     backend = TransformersBackend(model_dir, name=SERVED_NAME, local_files_only=True, quiet=True)
     try:
-        return await _measure(backend, max_tokens)
+        return await _measure(backend, max_tokens, rounds)
     finally:
         await backend.aclose()
 
 
-async def _vllm_engine(model_dir: Path, max_tokens: int) -> dict[str, tuple[float, float]]:
+async def _vllm_engine(model_dir: Path, max_tokens: int, rounds: int) -> dict[str, tuple[float, float, float]]:
     from tarsguard.backends.vllm_engine import VLLMEngineBackend
 
     backend = VLLMEngineBackend(
@@ -98,17 +111,17 @@ async def _vllm_engine(model_dir: Path, max_tokens: int) -> dict[str, tuple[floa
         engine_args={"kv_cache_memory_bytes": 2 << 30},
     )
     try:
-        return await _measure(backend, max_tokens)
+        return await _measure(backend, max_tokens, rounds)
     finally:
         await backend.aclose()
 
 
-async def _vllm_http(base_url: str, max_tokens: int) -> dict[str, tuple[float, float]]:
+async def _vllm_http(base_url: str, max_tokens: int, rounds: int) -> dict[str, tuple[float, float, float]]:
     from tarsguard.backends import HTTPBackend
 
     backend = HTTPBackend(base_url, model=SERVED_NAME)
     try:
-        return await _measure(backend, max_tokens)
+        return await _measure(backend, max_tokens, rounds)
     finally:
         await backend.aclose()
 
@@ -116,23 +129,23 @@ async def _vllm_http(base_url: str, max_tokens: int) -> dict[str, tuple[float, f
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of both modes per backend")
     args = parser.parse_args()
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
     model_dir = build_standin(DEFAULT_DEST)
     rows: list[tuple[str, str, float, float, str]] = []
 
-    tf = asyncio.run(_transformers(model_dir, args.max_tokens))
-    base = tf["one at a time"][0]
-    for mode, (tps, p50) in tf.items():
-        rows.append(("transformers (in-process)", mode, tps, p50, f"{tps / base:.2f}x vs one at a time"))
+    tf = asyncio.run(_transformers(model_dir, args.max_tokens, args.rounds))
+    for mode, (tps, p50, ratio) in tf.items():
+        rows.append(("transformers (in-process)", mode, tps, p50, f"{ratio:.2f}x vs one at a time"))
 
-    engine = asyncio.run(_vllm_engine(model_dir, args.max_tokens))
+    engine = asyncio.run(_vllm_engine(model_dir, args.max_tokens, args.rounds))
     log = REPO_ROOT / ".cache" / "bench-vllm-server.log"
     with vllm_server(model_dir, served_name=SERVED_NAME, max_model_len=2048, log_path=log) as url:
-        http = asyncio.run(_vllm_http(url, args.max_tokens))
+        http = asyncio.run(_vllm_http(url, args.max_tokens, args.rounds))
     for mode in engine:
-        rows.append(("vLLM HTTP server (loopback)", mode, *http[mode], "1.00x"))
-        tps, p50 = engine[mode]
+        rows.append(("vLLM HTTP server (loopback)", mode, *http[mode][:2], "1.00x"))
+        tps, p50, _ = engine[mode]
         rows.append(("vLLM in-process (AsyncLLM)", mode, tps, p50, f"{tps / http[mode][0]:.2f}x vs HTTP server"))
 
     print(
