@@ -288,13 +288,12 @@ class _Runner:
         self._stopping = False
         self.counters = {"batches": 0, "largest_batch": 0, "generated_tokens": 0, "dropped": 0, "prefix_hits": 0}
         self._prefix: tuple[list[int], list[tuple[Any, Any]]] | None = None
+        """The last prompt prefix whose keys and values were kept (one row), reused by prompts that share it."""
         from transformers import DynamicCache
+        from transformers.cache_utils import DynamicLayer
 
         # Only plain growing caches can take a prefix computed apart (not sliding windows or linear attention).
-        self._plain_cache = all(
-            type(layer).__name__ == "DynamicLayer" for layer in DynamicCache(config=model.config).layers
-        )
-        """The last prompt prefix whose keys and values were kept (one row), reused by prompts that share it."""
+        self._plain_cache = all(type(layer) is DynamicLayer for layer in DynamicCache(config=model.config).layers)
 
     @property
     def alive(self) -> bool:
@@ -359,19 +358,17 @@ class _Runner:
         import torch
         from transformers import DynamicCache
 
+        outbox = _Outbox()
         rows: list[_Row] = []
         for job in jobs:
             if job.cancelled:
                 continue
             try:
-                rows.append(self._row(job))
+                rows.append(self._row(job, outbox))
             except TarsGuardError as exc:
                 job.send(exc)
         if not rows:
             return
-        outbox = _Outbox()
-        for row in rows:
-            row.outbox = outbox
         counters = self.counters
         counters["batches"] += 1
         counters["largest_batch"] = max(counters["largest_batch"], len(rows))
@@ -484,7 +481,7 @@ class _Runner:
         self._prefix = (common, states)
         return states
 
-    def _row(self, job: _Job) -> _Row:
+    def _row(self, job: _Job, outbox: _Outbox) -> _Row:
         tok = self.tokenizer
         try:
             text = tok.apply_chat_template(job.messages, add_generation_prompt=True, tokenize=False)
@@ -499,7 +496,7 @@ class _Runner:
                     f"the prompt has {len(prompt)} tokens; {self.name} takes at most {self.context_length}"
                 )
             budget = min(budget, room)
-        return _Row(job, prompt, budget, _Detokenizer(tok), self.eos_ids, self.name, self.device)
+        return _Row(job, prompt, budget, _Detokenizer(tok), self.eos_ids, self.name, self.device, outbox)
 
     def _choose(self, logits: torch.Tensor, rows: Sequence[_Row | None]) -> list[int]:
         import torch
@@ -557,6 +554,7 @@ class _Row:
         eos_ids: frozenset[int],
         name: str,
         device: str,
+        outbox: _Outbox,
     ) -> None:
         self.job = job
         self.prompt = prompt
@@ -571,8 +569,8 @@ class _Row:
         self.released: list[str] = []
         self.released_steps = 0
         self.generator: Any = None
-        self.outbox = _Outbox()
-        """Where the row's events wait until the step's end (the runner shares one outbox among its rows)."""
+        self.outbox = outbox
+        """Where the row's events wait until the step's end (shared by every row of its batch)."""
         if job.sampling.seed is not None and job.sampling.temperature > 0:
             import torch
 
