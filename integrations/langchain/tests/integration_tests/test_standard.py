@@ -12,10 +12,9 @@ import pytest
 from langchain_core.language_models import BaseChatModel
 from langchain_tests.integration_tests import ChatModelIntegrationTests
 from tests.support.standin import SERVED_NAME
+from tests.support.vllm_server import ALT_SERVED_NAME
 
 from langchain_tarsguard import ChatTARS
-
-from .conftest import ALT_NAME
 
 
 class TestChatTARSIntegration(ChatModelIntegrationTests):
@@ -33,7 +32,7 @@ class TestChatTARSIntegration(ChatModelIntegrationTests):
 
     @property
     def model_override_value(self) -> str:
-        return ALT_NAME
+        return ALT_SERVED_NAME
 
     @property
     def has_tool_calling(self) -> bool:
