@@ -2,9 +2,13 @@
 
     .venv/bin/python bench/early_verdict.py [--data ../shared/data] [--items 150] [--rate 100]
 
-Corpus: real model answers from the public data (XSTest's human-labelled completions, JailbreakBench's judge
-comparison and attack-artifact responses) of 50 to 800 tokens, sampled evenly across length bins, each
-behind a reasoning block of 100 to 600 tokens (TARS's format). A scripted TARS server streams every
+Corpus: answers of 50 to 800 tokens, each behind a reasoning block of 100 to 600 tokens (TARS's format); both
+lengths are drawn uniformly over those ranges (the answer nearest the drawn length is taken, each once).
+Answers up to ~220 tokens are real model answers from the public data (XSTest's human-labelled completions,
+JailbreakBench's judge comparison and attack-artifact responses, which were cut at 150 words); the public
+data has none longer, so longer ones are written once by the SmolLM2 stand-in (a small general chat model,
+NOT a safety model) served by vLLM, answering the data's benign prompts at a drawn length, and cached in
+.cache/ (``--no-long-answers`` leaves them out). A scripted TARS server streams every
 output at a fixed rate (tokens per second, per stream); the same checks run with early stop off, on, on
 and off again (latency: each item's mean over its two runs in a mode; tokens: the mean of the two runs).
 "Generated" is what the server streamed before the client went away. Agreement compares each early decision
@@ -21,6 +25,7 @@ import asyncio
 import csv
 import glob
 import json
+import os
 import random
 import statistics
 import sys
@@ -29,12 +34,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tarsguard import Assessment, AsyncGuard, Decision, EarlyStop, Guard, Verdict
-from tarsguard._scripted_server import split_tokens
-from tarsguard.detect import default_detector
-from tarsguard.testing import Reply, ScriptedBackend, ScriptedServer
+import httpx
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+from tarsguard import Assessment, AsyncGuard, Decision, EarlyStop, Guard, Verdict  # noqa: E402
+from tarsguard._scripted_server import split_tokens  # noqa: E402
+from tarsguard.detect import default_detector  # noqa: E402
+from tarsguard.testing import Reply, ScriptedBackend, ScriptedServer  # noqa: E402
+from tests.support.standin import DEFAULT_DEST, SERVED_NAME, build_standin  # noqa: E402
+from tests.support.vllm_server import vllm_server  # noqa: E402
 
 BINS = ((50, 100), (100, 200), (200, 400), (400, 801))
+ANSWER_TOKENS = (50, 800)
+LONG_ANSWERS = REPO_ROOT / ".cache" / "bench-long-answers.json"
+LONG_ANSWER_SYSTEM = "You are a helpful assistant. Answer thoroughly, in detail and at length."
 FILLER = (
     "The user is asking about {topic}. I need to think about whether this request could cause harm, "
     "who might ask it and why, and what a helpful and safe reply looks like. "
@@ -71,26 +86,78 @@ def answers(data: Path) -> list[tuple[str, str, str]]:
     return [(source, prompt, answer.strip()) for source, prompt, answer in found if answer and answer.strip()]
 
 
+def benign_prompts(data: Path) -> list[str]:
+    """The data's prompts that ask for something harmless (XSTest's safe prompts, JailbreakBench's benign goals)."""
+    with open(data / "xstest" / "xstest_prompts.csv", newline="", encoding="utf-8") as handle:
+        prompts = [row["prompt"] for row in csv.DictReader(handle) if row["label"] == "safe"]
+    with open(data / "jailbreakbench" / "jbb_benign_behaviors.csv", newline="", encoding="utf-8") as handle:
+        prompts += [row["goal"] for row in csv.DictReader(handle)]
+    return prompts
+
+
+async def _write_long(base_url: str, jobs: list[tuple[str, int]]) -> list[str]:
+    async with httpx.AsyncClient(base_url=base_url, timeout=3600) as client:
+
+        async def one(prompt: str, tokens: int) -> str:
+            body = {
+                "model": SERVED_NAME,
+                "messages": [{"role": "system", "content": LONG_ANSWER_SYSTEM}, {"role": "user", "content": prompt}],
+                "max_tokens": tokens,
+                "min_tokens": tokens,
+                "temperature": 0.7,
+                "repetition_penalty": 1.1,
+            }
+            response = await client.post("/chat/completions", json=body)
+            response.raise_for_status()
+            return str(response.json()["choices"][0]["message"]["content"]).strip()
+
+        return await asyncio.gather(*(one(prompt, tokens) for prompt, tokens in jobs))
+
+
+def long_answers(data: Path, count: int, seed: int) -> list[tuple[str, str, str]]:
+    """(source, prompt, answer) for ``count`` stand-in answers longer than any in the data, written once and cached."""
+    key = {"count": count, "seed": seed, "system": LONG_ANSWER_SYSTEM, "model": "SmolLM2-135M-Instruct"}
+    if LONG_ANSWERS.exists():
+        cached = json.loads(LONG_ANSWERS.read_text())
+        if cached["key"] == key:
+            return [("stand-in", prompt, answer) for prompt, answer in cached["answers"]]
+    rng = random.Random(seed)
+    prompts = rng.sample(benign_prompts(data), count)
+    # The stand-in's tokens are shorter than the scripted server's word-sized ones (~1.4 per word).
+    jobs = [(prompt, rng.randint(300, 1150)) for prompt in prompts]
+    print(f"writing {count} long answers with the stand-in on a vLLM server (once; cached in {LONG_ANSWERS}) ...")
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "6")
+    model_dir = build_standin(DEFAULT_DEST)
+    log = REPO_ROOT / ".cache" / "bench-long-answers-vllm.log"
+    with vllm_server(model_dir, served_name=SERVED_NAME, max_model_len=2048, log_path=log) as url:
+        # (No per-request seed: vllm-cpu fails on seeded sampling; the answers are cached instead.)
+        written = asyncio.run(_write_long(url, jobs))
+    pairs = [(prompt, answer) for (prompt, _), answer in zip(jobs, written, strict=True)]
+    LONG_ANSWERS.parent.mkdir(parents=True, exist_ok=True)
+    LONG_ANSWERS.write_text(json.dumps({"key": key, "answers": pairs}))
+    return [("stand-in", prompt, answer) for prompt, answer in pairs]
+
+
 def reasoning_text(prompt: str, tokens: int, rng: random.Random) -> str:
     topic = " ".join(prompt.split()[:6])
     words = FILLER.format(topic=topic).split()
     return " ".join(words[i % len(words)] if rng.random() > 0.1 else f"point{i}" for i in range(tokens))
 
 
-def corpus(data: Path, items: int, seed: int) -> tuple[list[Item], list[tuple[str, str, str]]]:
-    """A sample spread evenly over the answer-length bins, and every usable answer (for the offline part)."""
+def corpus(public: list[tuple[str, str, str]], long: list[tuple[str, str, str]], items: int, seed: int) -> list[Item]:
+    """``items`` outputs whose answer and reasoning lengths are spread uniformly over their ranges."""
     rng = random.Random(seed)
-    usable = [a for a in answers(data) if BINS[0][0] <= len(split_tokens(a[2])) < BINS[-1][1]]
-    by_bin: dict[int, list[tuple[str, str, str]]] = {i: [] for i in range(len(BINS))}
-    for entry in usable:
-        n = len(split_tokens(entry[2]))
-        by_bin[next(i for i, (lo, hi) in enumerate(BINS) if lo <= n < hi)].append(entry)
-    filled = [b for b in by_bin.values() if b]
+    lo, hi = ANSWER_TOKENS
+    pool = sorted(
+        ((len(split_tokens(a[2])), a) for a in public + long if lo <= len(split_tokens(a[2])) <= hi),
+        key=lambda pair: pair[0],
+    )
     chosen: list[tuple[str, str, str]] = []
-    for group in filled:
-        chosen += rng.sample(group, min(len(group), items // len(filled)))
-    sample = [Item(s, p, a, reasoning_text(p, rng.randint(100, 600), rng)) for s, p, a in chosen]
-    return sample, usable
+    for _ in range(min(items, len(pool))):
+        wanted = rng.randint(lo, hi)
+        index = min(range(len(pool)), key=lambda i: abs(pool[i][0] - wanted))
+        chosen.append(pool.pop(index)[1])
+    return [Item(s, p, a, reasoning_text(p, rng.randint(100, 600), rng)) for s, p, a in chosen]
 
 
 async def run(server: ScriptedServer, items: list[Item], early: bool, concurrency: int) -> tuple[list[Verdict], int]:
@@ -114,9 +181,10 @@ async def run(server: ScriptedServer, items: list[Item], early: bool, concurrenc
 
 
 OFFLINE_POLICIES = [
-    EarlyStop(confidence=c, min_answer_tokens=m, min_decline_tokens=d)
+    EarlyStop(confidence=c, min_answer_tokens=m, min_decline_tokens=d, steady_readings=k)
     for c in (0.9, 0.95, 0.97, 0.99)
     for m, d in ((16, 16), (40, 40), (40, 80), (64, 80))
+    for k in (0, 3)
 ]
 
 
@@ -140,7 +208,12 @@ def offline(usable: list[tuple[str, str, str]]) -> list[tuple[EarlyStop, float, 
         agree = saved = stopped = total = 0
         for full, n, steps in readings:
             total += n
-            stop = next(((k, a.decision) for k, a in steps if policy.settles(a, k)), None)
+            # Live, the first reading is at min_answer_tokens; the same positions follow from there.
+            seen = [a for k, a in steps if k >= policy.min_answer_tokens]
+            at = [k for k, _ in steps if k >= policy.min_answer_tokens]
+            stop = next(
+                ((at[i], seen[i].decision) for i in range(len(seen)) if policy.settles(seen[: i + 1], at[i])), None
+            )
             if stop is None:
                 agree += 1
                 continue
@@ -177,10 +250,14 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=100.0, help="tokens per second per stream")
     parser.add_argument("--concurrency", type=int, default=75)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--long-answers", type=int, default=160, help="stand-in answers to write (0: none)")
     args = parser.parse_args()
     if not args.data.exists():
         sys.exit(f"no data at {args.data}; pass --data PATH (the folder with xstest/ and jailbreakbench/)")
-    items, usable = corpus(args.data, args.items, args.seed)
+    lo, hi = ANSWER_TOKENS
+    usable = [a for a in answers(args.data) if lo <= len(split_tokens(a[2])) <= hi]
+    long = long_answers(args.data, args.long_answers, args.seed) if args.long_answers else []
+    items = corpus(usable, long, args.items, args.seed)
 
     def script(body: dict[str, Any]) -> Reply:
         # The system turn names the item: prompts repeat across the data (one prompt, several models' answers).
@@ -206,7 +283,8 @@ def main() -> None:
     ) / (2 * len(items))
     stopped = sum(v.trace.stopped is not None for v in early) / len(items)
     print(
-        f"corpus: {len(items)} outputs (of {len(usable)} usable answers), reasoning 100-600 tokens, "
+        f"corpus: {len(items)} outputs ({sum(i.source == 'stand-in' for i in items)} answers by the stand-in, "
+        f"the rest from the public data's {len(usable)} usable answers), reasoning 100-600 tokens, "
         f"answers {min(len(split_tokens(i.answer)) for i in items)}-{max(len(split_tokens(i.answer)) for i in items)} "
         f"tokens, {args.rate:g} tokens/s per stream, {args.concurrency} concurrent"
     )
@@ -233,13 +311,17 @@ def main() -> None:
         ag = sum(full[i].decision is early[i].decision for i in idx) / len(idx)
         print(f"  {lo:>4}-{hi - 1:<4}{'':>15}{len(idx):>9}{1 - after / before:>14.1%}{lat:>+20.1%}{ag:>11.1%}")
     print()
-    print("offline, every usable answer, no reasoning: agreement / answer tokens saved / stopped, by policy")
-    print(f"{'confidence':>10}{'min tokens':>12}{'min decline':>13}{'agreement':>11}{'saved':>8}{'stopped':>9}")
+    print("offline, every usable public-data answer, no reasoning: agreement / answer tokens saved / stopped")
+    print(
+        f"{'confidence':>10}{'min tokens':>12}{'min decline':>13}{'steady':>8}"
+        f"{'agreement':>11}{'saved':>8}{'stopped':>9}"
+    )
     for policy, ag, saved, st in offline(usable):
         mark = "  <- default" if policy == EarlyStop() else ""
+        steady = f"{policy.steady_readings}@{policy.steady_confidence:g}" if policy.steady_readings else "off"
         print(
             f"{policy.confidence:>10.2f}{policy.min_answer_tokens:>12}{policy.min_decline_tokens:>13}"
-            f"{ag:>11.2%}{saved:>8.1%}{st:>9.1%}{mark}"
+            f"{steady:>8}{ag:>11.2%}{saved:>8.1%}{st:>9.1%}{mark}"
         )
     print()
     median, p99 = cache_hits(2000)

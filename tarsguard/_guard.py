@@ -354,6 +354,7 @@ class _GuardCore:
         budget = self._max_reasoning_tokens
         watched = early is not None or budget is not None
         read_at = 0
+        readings: list[Assessment] = []
         events = self._backend.generate(request)
         try:
             async for event in events:
@@ -364,6 +365,7 @@ class _GuardCore:
                     # The backend starts over elsewhere: nothing generated so far belongs to this verdict.
                     out.restart()
                     contents, tail, read_at = out.content, "", 0
+                    readings.clear()
                     if on_text is not None:
                         on_text(TextChunk("restart", event.reason))
                         splitter = ThinkSplitter()
@@ -418,7 +420,8 @@ class _GuardCore:
                     read_at = answer_tokens
                     answer, reasoning_so_far = _so_far(out)
                     reading = self._detector.assess(answer, reasoning=reasoning_so_far, prompt=prompt)
-                    if early.settles(reading, answer_tokens):
+                    readings.append(reading)
+                    if early.settles(readings, answer_tokens):
                         out.early = reading
                         out.stopped = Stopped(
                             reason="decision_certain",

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tarsguard import AsyncGuard, ConfigurationError, Decision, EarlyStop, Guard, LLMJudgeDetector
+from tarsguard import Assessment, AsyncGuard, ConfigurationError, Decision, EarlyStop, Guard, LLMJudgeDetector
 from tarsguard.testing import PhraseDetector, Reply, ScriptedBackend, ScriptedOutput, ScriptedServer
 
 Serve = Callable[..., ScriptedServer]
@@ -218,3 +218,35 @@ async def test_a_slow_backend_is_not_waited_for() -> None:
     assert verdict.trace.stopped is not None
     assert verdict.trace.usage.completion_tokens is not None
     assert verdict.trace.usage.completion_tokens < total_tokens(tars(REFUSAL)) // 2
+
+
+def test_readings_that_agree_in_a_row_settle_below_the_confidence_threshold() -> None:
+    policy = EarlyStop(confidence=0.95, steady_readings=3, steady_confidence=0.9)
+    answered = Assessment(decision=Decision.ANSWERED, confidence=0.92)
+    declined = Assessment(decision=Decision.DECLINED, confidence=0.92)
+    weak = Assessment(decision=Decision.ANSWERED, confidence=0.85)
+    assert policy.settles([answered] * 3, 50)
+    assert not policy.settles([answered] * 2, 50)
+    assert not policy.settles([answered, declined, answered], 50)
+    assert not policy.settles([answered, weak, answered], 50)
+    assert not policy.settles([answered] * 3, 39)  # below min_answer_tokens
+    assert not policy.settles([declined] * 3, 60)  # a decline still waits for min_decline_tokens
+    assert policy.settles([declined] * 3, 80)
+    assert not EarlyStop(steady_readings=0).settles([answered] * 5, 200)
+    with pytest.raises(ConfigurationError, match="steady_confidence"):
+        EarlyStop(steady_confidence=0.0)
+    with pytest.raises(ConfigurationError, match="steady_readings"):
+        EarlyStop(steady_readings=-1)
+
+
+def test_the_guard_stops_at_the_third_agreeing_reading() -> None:
+    unsure = PhraseDetector([], default=Decision.ANSWERED, confidence=0.92)
+    with Guard(backend=ScriptedBackend([tars(COMPLIANCE)]), detector=unsure, early_stop=True) as guard:
+        verdict = guard.check("a prompt")
+    stopped = verdict.trace.stopped
+    assert stopped is not None and stopped.reason == "decision_certain"
+    assert 45 <= stopped.answer_tokens < 60  # readings at 40, 45 and 50 tokens
+    rule_off = EarlyStop(steady_readings=0)
+    with Guard(backend=ScriptedBackend([tars(COMPLIANCE)]), detector=unsure, early_stop=rule_off) as guard:
+        kept = guard.check("a prompt")
+    assert kept.trace.stopped is None and kept.answer == COMPLIANCE
