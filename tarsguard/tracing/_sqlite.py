@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import os
 import queue
 import sqlite3
@@ -38,10 +39,19 @@ CREATE INDEX IF NOT EXISTS verdicts_by_time ON verdicts (created_at);
 CREATE INDEX IF NOT EXISTS verdicts_by_decision ON verdicts (decision, created_at);
 CREATE INDEX IF NOT EXISTS verdicts_by_model ON verdicts (model, created_at);
 """
-_INSERT = (
-    "INSERT OR IGNORE INTO verdicts (verdict_id, created_at, decision, model, backend, confidence, allowed, "
-    "total_ms, error_type, error_policy, record) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_COLUMNS = (
+    "verdict_id, created_at, decision, model, backend, confidence, allowed, total_ms, error_type, error_policy, record"
 )
+_ROWS_PER_INSERT = 80
+"""Rows in one INSERT: 80 x 11 parameters stays under 999, the smallest limit SQLite builds have had."""
+
+
+@functools.lru_cache(maxsize=_ROWS_PER_INSERT)
+def _insert(rows: int) -> str:
+    group = "(" + ", ".join("?" * len(_COLUMNS.split(", "))) + ")"
+    return f"INSERT OR IGNORE INTO verdicts ({_COLUMNS}) VALUES {', '.join([group] * rows)}"
+
+
 _STOP = object()
 _live_sinks: weakref.WeakSet[SQLiteSink] = weakref.WeakSet()
 
@@ -179,7 +189,11 @@ class SQLiteSink:
                     conn = self._connect()
                 conn.execute("BEGIN IMMEDIATE")
                 try:
-                    conn.executemany(_INSERT, rows)
+                    # Many rows per statement: each statement lets go of the interpreter lock and takes it back,
+                    # and every take-back pauses the thread running the checks.
+                    for start in range(0, len(rows), _ROWS_PER_INSERT):
+                        chunk = rows[start : start + _ROWS_PER_INSERT]
+                        conn.execute(_insert(len(chunk)), [value for row in chunk for value in row])
                     conn.execute("COMMIT")
                 except BaseException:
                     if conn.in_transaction:  # SQLite may already have rolled back (a full disk does)

@@ -371,3 +371,17 @@ def test_sqlite_records_round_trip_as_json(tmp_path: Path) -> None:
         (text,) = conn.execute("SELECT record FROM verdicts").fetchone()
     assert TraceRecord.model_validate_json(text) == original
     assert json.loads(text)["trace"]["verdict_id"] == "v000007"
+
+
+def test_a_sqlite_batch_larger_than_one_insert_keeps_every_row_once(tmp_path: Path) -> None:
+    db = tmp_path / "traces.db"
+    sink = SQLiteSink(db, linger=0.2)  # a long linger: the 250 writes below reach the writer as one batch
+    written = [record(i) for i in range(250)] + [record(3), record(170)]  # two ids again: ignored
+    for item in written:
+        sink.write(item)
+    sink.close()
+    with sqlite3.connect(db) as conn:
+        ids = [row[0] for row in conn.execute("SELECT verdict_id FROM verdicts ORDER BY rowid")]
+        stored = [TraceRecord.model_validate_json(text) for (text,) in conn.execute("SELECT record FROM verdicts")]
+    assert ids == [f"v{i:06d}" for i in range(250)]
+    assert intact(stored) and len(stored) == 250
