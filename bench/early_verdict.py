@@ -148,10 +148,8 @@ def corpus(public: list[tuple[str, str, str]], long: list[tuple[str, str, str]],
     """``items`` outputs whose answer and reasoning lengths are spread uniformly over their ranges."""
     rng = random.Random(seed)
     lo, hi = ANSWER_TOKENS
-    pool = sorted(
-        ((len(split_tokens(a[2])), a) for a in public + long if lo <= len(split_tokens(a[2])) <= hi),
-        key=lambda pair: pair[0],
-    )
+    lengths = ((len(split_tokens(a[2])), a) for a in public + long)
+    pool = sorted(((n, a) for n, a in lengths if lo <= n <= hi), key=lambda pair: pair[0])
     chosen: list[tuple[str, str, str]] = []
     for _ in range(min(items, len(pool))):
         wanted = rng.randint(lo, hi)
@@ -208,12 +206,16 @@ def offline(usable: list[tuple[str, str, str]]) -> list[tuple[EarlyStop, float, 
         agree = saved = stopped = total = 0
         for full, n, steps in readings:
             total += n
-            # Live, the first reading is at min_answer_tokens; the same positions follow from there.
-            seen = [a for k, a in steps if k >= policy.min_answer_tokens]
-            at = [k for k, _ in steps if k >= policy.min_answer_tokens]
-            stop = next(
-                ((at[i], seen[i].decision) for i in range(len(seen)) if policy.settles(seen[: i + 1], at[i])), None
-            )
+            # As the guard reads: from min_answer_tokens on (the same positions follow), the readings so far.
+            seen: list[Assessment] = []
+            stop = None
+            for k, a in steps:
+                if k < policy.min_answer_tokens:
+                    continue
+                seen.append(a)
+                if policy.settles(seen, k):
+                    stop = (k, a.decision)
+                    break
             if stop is None:
                 agree += 1
                 continue

@@ -60,7 +60,7 @@ class EarlyStop:
             return False
         if reading.confidence >= self.confidence:
             return True
-        recent = readings[-self.steady_readings :] if self.steady_readings else ()
-        return len(recent) == self.steady_readings > 0 and all(
-            r.decision is reading.decision and r.confidence >= self.steady_confidence for r in recent
+        steady = self.steady_readings
+        return 0 < steady <= len(readings) and all(
+            r.decision is reading.decision and r.confidence >= self.steady_confidence for r in readings[-steady:]
         )
