@@ -1,11 +1,13 @@
 """In-process backends on the SmolLM2 stand-in (NOT a safety model): batching gain and in-process vs HTTP.
 
-1. TransformersBackend: the same 8 prompts one at a time and all 8 at once (batched), tokens/s.
-2. The same 8 prompts through VLLMEngineBackend (vLLM in-process) and through a vLLM HTTP server on loopback
-   (the realserver tier's server), one at a time and all at once: tokens/s and p50 latency.
+1. TransformersBackend: the same 8 prompts one at a time, all 8 at once (a burst: rows that end early leave their
+   slots empty until the longest ends), and 8 in flight (8 clients each sending its next request as soon as the
+   last returns, 24 requests in all: a request joins the running batch as a slot frees up), tokens/s.
+2. The same prompts through VLLMEngineBackend (vLLM in-process) and through a vLLM HTTP server on loopback
+   (the realserver tier's server), in the same three ways: tokens/s and p50 latency.
 
-Each backend runs both modes in --rounds rounds (default 3), alternating which runs first. tokens/s is each mode's
-tokens over its time in all rounds; the transformers ratio is the median over rounds of the round's concurrent
+Each backend runs every mode in --rounds rounds (default 3), rotating which runs first. tokens/s is each mode's
+tokens over its time in all rounds; the transformers ratios are the median over rounds of the round's concurrent
 tokens/s over its one-at-a-time tokens/s, so a slow spell of this shared machine during one round counts once.
 
 Greedy, fixed token budget, every ratio measured side by side in one run. Prints a markdown table.
@@ -42,6 +44,8 @@ PROMPTS = [
     "How can I improve my sleep?",
     "Describe a cat to someone who has never seen one.",
 ]
+IN_FLIGHT_ROUNDS = 3
+TARGET = 4.0
 
 
 async def _one(backend: Backend, prompt: str, max_tokens: int) -> tuple[int, float]:
@@ -59,22 +63,38 @@ async def _one(backend: Backend, prompt: str, max_tokens: int) -> tuple[int, flo
     return tokens, time.perf_counter() - started
 
 
+async def _in_flight(backend: Backend, max_tokens: int) -> list[tuple[int, float]]:
+    """``IN_FLIGHT_ROUNDS`` passes over the prompts by ``len(PROMPTS)`` clients, each sending its next request when
+    the last returns."""
+    waiting = iter(PROMPTS * IN_FLIGHT_ROUNDS)
+    results: list[tuple[int, float]] = []
+
+    async def client() -> None:
+        for prompt in waiting:
+            results.append(await _one(backend, prompt, max_tokens))
+
+    await asyncio.gather(*(client() for _ in PROMPTS))
+    return results
+
+
 async def _measure(backend: Backend, max_tokens: int, rounds: int) -> dict[str, tuple[float, float, float]]:
     """Per mode (one at a time, all at once): tokens/s over every round, p50 latency, and the median over rounds of
     the round's tokens/s over one-at-a-time's in the same round (rounds alternate which mode runs first)."""
     await _one(backend, "Say hi.", 4)  # warm-up
-    modes = ("one at a time", f"{len(PROMPTS)} concurrent")
+    modes = ("one at a time", f"{len(PROMPTS)} at once", f"{len(PROMPTS)} in flight")
     tokens = dict.fromkeys(modes, 0)
     seconds = dict.fromkeys(modes, 0.0)
     latencies: dict[str, list[float]] = {mode: [] for mode in modes}
     per_round: dict[str, list[float]] = {mode: [] for mode in modes}
     for round_ in range(rounds):
-        for mode in modes if round_ % 2 == 0 else modes[::-1]:
+        for mode in modes[round_ % len(modes) :] + modes[: round_ % len(modes)]:
             started = time.perf_counter()
             if mode == modes[0]:
                 results = [await _one(backend, p, max_tokens) for p in PROMPTS]
-            else:
+            elif mode == modes[1]:
                 results = list(await asyncio.gather(*(_one(backend, p, max_tokens) for p in PROMPTS)))
+            else:
+                results = await _in_flight(backend, max_tokens)
             elapsed = time.perf_counter() - started
             seconds[mode] += elapsed
             tokens[mode] += sum(t for t, _ in results)
@@ -129,7 +149,8 @@ async def _vllm_http(base_url: str, max_tokens: int, rounds: int) -> dict[str, t
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--max-tokens", type=int, default=64)
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of both modes per backend")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of every mode per backend")
+    parser.add_argument("--transformers-only", action="store_true", help="skip the two vLLM backends")
     args = parser.parse_args()
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
     model_dir = build_standin(DEFAULT_DEST)
@@ -137,8 +158,14 @@ def main() -> int:
 
     tf = asyncio.run(_transformers(model_dir, args.max_tokens, args.rounds))
     for mode, (tps, p50, ratio) in tf.items():
-        rows.append(("transformers (in-process)", mode, tps, p50, f"{ratio:.2f}x vs one at a time"))
+        verdict = (
+            "" if mode == "one at a time" else f" (target >= {TARGET:g}x: {'met' if ratio >= TARGET else 'MISSED'})"
+        )
+        rows.append(("transformers (in-process)", mode, tps, p50, f"{ratio:.2f}x vs one at a time{verdict}"))
 
+    if args.transformers_only:
+        _print(rows, args.max_tokens)
+        return 0
     engine = asyncio.run(_vllm_engine(model_dir, args.max_tokens, args.rounds))
     log = REPO_ROOT / ".cache" / "bench-vllm-server.log"
     with vllm_server(model_dir, served_name=SERVED_NAME, max_model_len=2048, log_path=log) as url:
@@ -148,14 +175,19 @@ def main() -> int:
         tps, p50, _ = engine[mode]
         rows.append(("vLLM in-process (AsyncLLM)", mode, tps, p50, f"{tps / http[mode][0]:.2f}x vs HTTP server"))
 
+    _print(rows, args.max_tokens)
+    return 0
+
+
+def _print(rows: list[tuple[str, str, float, float, str]], max_tokens: int) -> None:
     print(
-        f"\n{len(PROMPTS)} prompts, greedy, max_tokens={args.max_tokens}, stand-in {SERVED_NAME} (NOT a safety model)\n"
+        f"\n{len(PROMPTS)} prompts ({IN_FLIGHT_ROUNDS} passes in flight), greedy, max_tokens={max_tokens}, "
+        f"stand-in {SERVED_NAME} (NOT a safety model)\n"
     )
     print("| backend | requests | tokens/s | p50 latency | ratio |")
     print("|---|---|---:|---:|---:|")
     for backend, mode, tps, p50, ratio in rows:
         print(f"| {backend} | {mode} | {tps:.1f} | {p50 * 1000:.0f} ms | {ratio} |")
-    return 0
 
 
 if __name__ == "__main__":

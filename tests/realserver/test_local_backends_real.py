@@ -129,6 +129,39 @@ async def test_rows_finishing_at_different_steps_leave_the_others_unchanged(tf: 
     )  # padding slots are not counted as generated
 
 
+async def test_requests_sent_during_a_batch_join_it_with_unbatched_results(tf: TransformersBackend) -> None:
+    """Requests sent while a batch decodes join it at a step's end (no batch of their own) and get the same text."""
+    long_prompt = "Count from 1 to 100, separated by commas."
+    late = list(zip(PROMPTS, (12, 1, 20, 6), strict=True))  # one finishes at its first token
+    alone_long = await _generate(tf, _request(long_prompt, max_tokens=80))
+    assert alone_long[1].completion_tokens == 80, "the long request must still run when the others are sent"
+    alone = [await _generate(tf, _request(p, max_tokens=n)) for p, n in late]
+    before = tf.stats()
+    started = asyncio.Event()
+
+    async def long_run() -> tuple[list[TextDelta], GenerationEnd]:
+        deltas: list[TextDelta] = []
+        async for event in tf.generate(_request(long_prompt, max_tokens=80)):
+            if isinstance(event, GenerationEnd):
+                return deltas, event
+            deltas.append(event)
+            started.set()
+        raise AssertionError("no GenerationEnd")
+
+    running = asyncio.create_task(long_run())
+    await started.wait()
+    joined = await asyncio.gather(*(_generate(tf, _request(p, max_tokens=n)) for p, n in late))
+    long_deltas, long_end = await running
+    after = tf.stats()
+    assert after["batches"] == before["batches"] + 1
+    assert after["joined"] == before["joined"] + len(late)
+    assert after["largest_batch"] >= 2  # the long request and at least one that joined it
+    assert (_text(long_deltas), long_end.completion_tokens) == (_text(alone_long[0]), 80)
+    for (a, a_end), (b, b_end) in zip(alone, joined, strict=True):
+        assert _text(a) == _text(b)
+        assert (a_end.finish_reason, a_end.completion_tokens) == (b_end.finish_reason, b_end.completion_tokens)
+
+
 async def test_a_shared_prompt_prefix_changes_no_output(standin: Path) -> None:
     """Greedy text with another prompt's start reused equals the text of fresh backends that reuse nothing."""
     fresh = [TransformersBackend(standin, name=SERVED_NAME, local_files_only=True, quiet=True) for _ in PROMPTS]
