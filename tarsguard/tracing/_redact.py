@@ -47,14 +47,17 @@ _DIGITS = b"0123456789"
 
 
 def _may_hold_key(text: str) -> bool:
-    """Whether ``text`` holds a literal that starts one of the API-key shapes (a few substring searches)."""
+    """Whether ``text`` holds a literal that starts one of the API-key shapes.
+
+    Each longer search sits behind a one-character one, which costs a twentieth as much on prose.
+    """
     if "_" in text and ("hf_" in text or "gh" in text):
         return True
     if "-" in text and ("sk-" in text or "xox" in text):
         return True
-    if "A" in text and ("AKIA" in text or "ASIA" in text or "AIza" in text):
+    if "A" in text and ("IA" in text or "AIza" in text):  # AKIA, ASIA
         return True
-    return "eyJ" in text
+    return "J" in text and "eyJ" in text
 
 
 def _luhn(digits: str) -> bool:
@@ -131,7 +134,9 @@ class _Builtin:
             lower = text.lower()
             if "bearer" in lower:
                 text = _BEARER.sub("[REDACTED:api_key]", text)
-            if "key" in lower or "secret" in lower or "token" in lower or "passw" in lower:
+            if ("=" in text or ":" in text) and (
+                "key" in lower or "secret" in lower or "token" in lower or "passw" in lower
+            ):
                 text = _redact_secret_values(text)
         if self._email and "@" in text:
             text = _EMAIL.sub("[REDACTED:email]", text)

@@ -53,6 +53,8 @@ def _insert(rows: int) -> str:
 
 
 _STOP = object()
+_Row = tuple[object, ...]
+"""A record as the values of the verdicts table's columns, in ``_COLUMNS`` order."""
 _live_sinks: weakref.WeakSet[SQLiteSink] = weakref.WeakSet()
 
 
@@ -65,9 +67,9 @@ def sqlite_path(spec: str) -> Path:
 class SQLiteSink:
     """Stores records in a SQLite database (WAL mode), one row per verdict, queryable by time, decision, model.
 
-    ``write`` only queues the record; a background thread commits queued records in batches (gathered for up
-    to ``linger`` seconds), so a check never waits for the disk. At most ``max_pending`` records wait; beyond
-    that new ones are dropped and counted.
+    ``write`` serialises the record and queues the row; a background thread commits queued rows in batches
+    (gathered for up to ``linger`` seconds), so a check never waits for the disk. At most ``max_pending`` records
+    wait; beyond that new ones are dropped and counted.
     Pending records are flushed by ``flush()``, ``close()`` and at interpreter exit; a process killed outright
     loses what was still queued (committed rows are safe). Many processes may write one database.
     ``pragmas`` are applied to each connection (e.g. ``{"synchronous": "FULL"}``).
@@ -100,13 +102,15 @@ class SQLiteSink:
         _live_sinks.add(self)
 
     def write(self, record: TraceRecord) -> None:
-        """Queue ``record`` for the writer thread; drops it (counted) if too many are pending."""
+        """Queue ``record``'s row for the writer thread; drops it (counted) if too many are pending."""
         if self._closed:
             raise ValueError(f"{self.name} is closed")
         if self._queue.qsize() >= self._max_pending:
             self.status.dropped()
             return
-        self._queue.put(record)
+        # Serialised here, not in the writer: the writer thread then holds the interpreter lock only briefly,
+        # and each time it takes the lock it pauses the thread running the checks.
+        self._queue.put(_row(record))
         if self._thread is None:
             self._start()
 
@@ -156,16 +160,16 @@ class SQLiteSink:
         stop = False
         while not stop:
             items = [self._queue.get()]
-            if self._linger > 0 and isinstance(items[0], TraceRecord):
+            if self._linger > 0 and isinstance(items[0], tuple):
                 time.sleep(self._linger)  # let a batch gather: one transaction and one wake-up for many records
             while len(items) < self._batch_size:
                 try:
                     items.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            records = [item for item in items if isinstance(item, TraceRecord)]
-            if records:
-                conn = self._commit(conn, records)
+            rows = [item for item in items if isinstance(item, tuple)]
+            if rows:
+                conn = self._commit(conn, rows)
             for item in items:
                 if isinstance(item, threading.Event):
                     item.set()
@@ -174,13 +178,12 @@ class SQLiteSink:
         if conn is not None:
             conn.close()
 
-    def _commit(self, conn: sqlite3.Connection | None, records: list[TraceRecord]) -> sqlite3.Connection | None:
-        """Insert ``records`` in one transaction; returns the connection to reuse (``None`` after a failure).
+    def _commit(self, conn: sqlite3.Connection | None, rows: list[_Row]) -> sqlite3.Connection | None:
+        """Insert ``rows`` in one transaction; returns the connection to reuse (``None`` after a failure).
 
         SQLite can answer "database is locked" at once, without waiting, when several processes open or
         checkpoint a WAL database together; such a batch is tried again with backoff for up to the busy timeout.
         """
-        rows = [_row(record) for record in records]
         deadline = time.monotonic() + self._busy_timeout
         pause = 0.01
         while True:
@@ -200,7 +203,7 @@ class SQLiteSink:
                         with contextlib.suppress(sqlite3.Error):
                             conn.execute("ROLLBACK")
                     raise
-                self.status.wrote(len(records))
+                self.status.wrote(len(rows))
                 return conn
             except Exception as exc:  # a failing disk must not end the writer
                 if conn is not None:
@@ -210,7 +213,7 @@ class SQLiteSink:
                     time.sleep(pause)
                     pause = min(pause * 2, 1.0)
                     continue
-                self.status.failed(exc, len(records))
+                self.status.failed(exc, len(rows))
                 return None
 
     def _after_fork(self) -> None:
@@ -229,7 +232,7 @@ def _contended(exc: Exception) -> bool:
     return isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text)
 
 
-def _row(record: TraceRecord) -> tuple[object, ...]:
+def _row(record: TraceRecord) -> _Row:
     trace = record.trace
     error = trace.error
     return (
