@@ -1,4 +1,4 @@
-"""The CPU attention variant the transformers backend uses for padded decoding steps gives sdpa's results."""
+"""The transformers backend's own pieces give what transformers' would: grouped attention, growing cache layers."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
+from transformers.cache_utils import DynamicLayer  # noqa: E402
 from transformers.integrations.sdpa_attention import sdpa_attention_forward  # noqa: E402
 
-from tarsguard.backends.transformers import _grouped_sdpa  # noqa: E402
+from tarsguard.backends.transformers import _grouped_sdpa, _growing_layer  # noqa: E402
 
 
 @pytest.mark.parametrize("query_tokens", [1, 5])
@@ -32,3 +33,24 @@ def test_grouped_attention_equals_sdpa(query_tokens: int, masked: bool) -> None:
     got, _ = _grouped_sdpa(module, query, key, value, mask, scaling=dim**-0.5)
     assert got.shape == expected.shape == (batch, query_tokens, 9, dim)
     assert torch.allclose(got, expected, atol=1e-6)
+
+
+def test_a_growing_cache_layer_holds_what_a_dynamic_layer_holds() -> None:
+    """A prompt, then single steps well past the spare room, rows selected (and repeated) midway, then more steps."""
+    generator = torch.Generator().manual_seed(1)
+    grown, plain = _growing_layer()(), DynamicLayer()
+
+    def update(tokens: int, rows: int) -> None:
+        keys, values = (torch.randn(rows, 3, tokens, 8, generator=generator) for _ in range(2))
+        got, expected = grown.update(keys, values), plain.update(keys, values)
+        for a, b in zip(got, expected, strict=True):
+            assert torch.equal(a, b)
+
+    update(40, 4)
+    for _ in range(300):
+        update(1, 4)
+    for layer in (grown, plain):
+        layer.batch_select_indices(torch.tensor([2, 0, 0]))
+    for _ in range(50):
+        update(1, 3)
+    assert grown.get_seq_length() == plain.get_seq_length() == 390
