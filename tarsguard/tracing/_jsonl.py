@@ -44,7 +44,9 @@ class JsonlSink:
     interleave, and a line is in the file (the OS page cache) as soon as ``write`` returns: a crashed process
     loses nothing it wrote. When the file reaches ``max_bytes`` it is renamed ``path.1`` (older ones shift up to
     ``path.<backups>``, the oldest is deleted) and a new file starts; processes coordinate the rename through
-    ``path.lock``. ``max_bytes=None`` never rotates.
+    ``path.lock``. Each process looks at the file's size after every 1/64 of ``max_bytes`` (at most 256 KiB) it
+    has written, so a file ends up to that much per writing process past ``max_bytes``. ``max_bytes=None`` never
+    rotates.
     """
 
     def __init__(
@@ -62,6 +64,10 @@ class JsonlSink:
         self.name = f"jsonl:{self.path}"
         self.status = SinkStatus(self.name)
         self._max_bytes = max_bytes
+        self._size_checks = None if max_bytes is None else (max_bytes, max(1, min(max_bytes // 64, 256 * 1024)))
+        """``(max_bytes, bytes written between looks at the file's size)``, when rotating."""
+        self._unchecked = 0
+        """Bytes this process has written since it last looked at the file's size."""
         self._backups = backups
         self._lock = threading.Lock()
         self._fd: int | None = None
@@ -79,8 +85,13 @@ class JsonlSink:
                 written = os.write(fd, line)
                 while written < len(line):  # only on a failing disk; the reader repairs a torn line
                     written += os.write(fd, line[written:])
-                if self._max_bytes is not None and os.fstat(fd).st_size >= self._max_bytes:
-                    self._rotate(fd)
+                if self._size_checks is not None:
+                    max_bytes, every = self._size_checks
+                    self._unchecked += len(line)
+                    if self._unchecked >= every:
+                        self._unchecked = 0
+                        if os.fstat(fd).st_size >= max_bytes:
+                            self._rotate(fd)
             except OSError:
                 self._drop_fd()
                 raise

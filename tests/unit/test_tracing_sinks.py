@@ -102,6 +102,19 @@ def test_jsonl_reader_reports_a_partial_last_line_and_repairs_a_torn_one(tmp_pat
     assert len(records) == 4 and len(problems) == 2 and "not a trace record" in problems[1].reason
 
 
+def test_jsonl_looks_at_its_size_every_64th_of_max_bytes_and_overshoots_by_no_more(tmp_path: Path) -> None:
+    path = tmp_path / "traces.jsonl"
+    sink = JsonlSink(path, max_bytes=64_000, backups=20)  # looks after every 1,000 bytes it writes
+    line = len(record(0, size=300).model_dump_json()) + 1
+    for i in range(600):
+        sink.write(record(i, size=300))
+    sink.close()
+    files = jsonl_files(path)
+    assert len(files) >= 4
+    assert all(64_000 <= f.stat().st_size < 64_000 + 1_000 + line for f in files[:-1])
+    assert sum(1 for f in files for _ in f.open("rb")) == 600
+
+
 def test_jsonl_follower_sees_appends_waits_for_whole_lines_and_follows_rotation(tmp_path: Path) -> None:
     path = tmp_path / "traces.jsonl"
     sink = JsonlSink(path, max_bytes=3_000, backups=5)
