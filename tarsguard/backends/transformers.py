@@ -406,18 +406,25 @@ class _Runner:
             return None
         assert isinstance(first, _Job)
         batch = [first]
-        deadline = time.monotonic() + self.batch_window
-        while len(batch) < self.max_batch_size:
+        self._take_waiting(batch, self.max_batch_size, time.monotonic() + self.batch_window)
+        return batch
+
+    def _take_waiting(self, jobs: list[_Job], limit: int, deadline: float | None) -> None:
+        """Move jobs from the inbox to ``jobs`` until it holds ``limit``, waiting for them until ``deadline``
+        (``None``: only those already waiting)."""
+        while len(jobs) < limit:
             try:
-                item = self._inbox.get(timeout=max(0.0, deadline - time.monotonic()))
+                if deadline is None:
+                    item = self._inbox.get_nowait()
+                else:
+                    item = self._inbox.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
-                break
+                return
             if item is _STOP:
                 self._inbox.put(_STOP)  # finish this batch, then stop
-                break
+                return
             assert isinstance(item, _Job)
-            batch.append(item)
-        return batch
+            jobs.append(item)
 
     def _run(self, jobs: list[_Job]) -> None:
         """Decode ``jobs`` together; jobs that arrive meanwhile join at a step's end while there is room.
@@ -493,16 +500,7 @@ class _Runner:
     def _join(self, running: int, jobs: list[_Job], outbox: _Outbox) -> tuple[_Batch, list[int]] | None:
         """Waiting jobs, up to the room beside ``running`` rows: prompted, with their first tokens (or ``None``)."""
         waiting: list[_Job] = []
-        while running + len(waiting) < self.max_batch_size:
-            try:
-                item = self._inbox.get_nowait()
-            except queue.Empty:
-                break
-            if item is _STOP:
-                self._inbox.put(_STOP)  # finish this batch, then stop
-                break
-            assert isinstance(item, _Job)
-            waiting.append(item)
+        self._take_waiting(waiting, self.max_batch_size - running, None)
         if not waiting:
             return None
         jobs += waiting
