@@ -9,7 +9,7 @@ from typing import Any
 
 from .._exceptions import ConfigurationError
 from .._types import Decision, Message, Verdict
-from ._redact import Redactor
+from ._redact import Redactor, redact_each
 
 __all__ = ["ALWAYS_KEPT", "TraceRecord", "build_record", "keep_rate"]
 
@@ -74,13 +74,15 @@ def build_record(
         reasoning = None if verdict.reasoning is None else redactor(verdict.reasoning)
         updates: dict[str, Any] = {}
         if trace.raw_output is not None:
-            updates["raw_output"] = _redact_raw(trace.raw_output, verdict, answer, reasoning, redactor)
+            raw = _redact_raw(trace.raw_output, verdict, answer, reasoning, redactor)
+            if raw != trace.raw_output:
+                updates["raw_output"] = raw
         if trace.error is not None:
             updates["error"] = trace.error.model_copy(update={"message": redactor(trace.error.message)})
         fields |= {
             "answer": answer,
             "reasoning": reasoning,
-            "evidence": tuple(redactor(e) for e in verdict.evidence),
+            "evidence": redact_each(verdict.evidence, redactor),
             "trace": trace.model_copy(update=updates) if updates else trace,
         }
     return TraceRecord.model_construct(**fields, prompt=prompt_messages, sample_rate=sample_rate)

@@ -39,6 +39,7 @@ from tarsguard.tracing import (
     resolve_tracer,
     summarize,
 )
+from tarsguard.tracing._redact import BUILTIN_REDACTIONS, redact_each
 
 EMAIL = "jane.doe@example.com"
 PHONE = "+1 (555) 123-4567"
@@ -198,6 +199,27 @@ def test_builtin_redactions(text: str, expected: str) -> None:
 )
 def test_builtin_redactions_leave_ordinary_text_alone(text: str) -> None:
     assert redact_builtin(text) == text
+
+
+@pytest.mark.parametrize("names", [list(BUILTIN_REDACTIONS), ["phone"], ["api_key", "email"]])
+def test_redacting_several_texts_at_once_equals_redacting_each(names: list[str]) -> None:
+    """Evidence items are redacted in one call when nothing is found; items cut around PII must still match."""
+    import random
+
+    redactor = make_redactor(names)
+    assert redactor is not None
+    pieces = [
+        "Bearer", " ", "sk-", "abcDEF1234567890abcdEF", "token", "=", ":", "api_key", "\"", "'", "@", "john",
+        "example.com", ".", "-", "+1", "555", "123", "4567", "4111", "1111 1111 1111", "\n", "AKIA", "IOSFODNN7EXAMPLE",
+        "hf_", "x" * 30, "word", "  ", "(", ")", "0", "9",
+    ]
+    rng = random.Random(7)
+    for _ in range(3000):
+        texts = tuple("".join(rng.choices(pieces, k=rng.randint(1, 6))) for _ in range(rng.randint(2, 5)))
+        assert redact_each(texts, redactor) == tuple(redactor(t) for t in texts), texts
+    custom = make_redactor([lambda t: "[X]" if t == "secret" else t])
+    assert custom is not None
+    assert redact_each(("a secret", "secret"), custom) == ("a secret", "[X]")  # callables see each text alone
 
 
 def test_a_failing_redactor_drops_the_record_rather_than_leak_it(caplog: pytest.LogCaptureFixture) -> None:
