@@ -8,7 +8,7 @@ Answers up to ~220 tokens are real model answers from the public data (XSTest's 
 JailbreakBench's judge comparison and attack-artifact responses, which were cut at 150 words); the public
 data has none longer, so longer ones are written once by the SmolLM2 stand-in (a small general chat model,
 NOT a safety model) served by vLLM, answering the data's benign prompts at a drawn length, and cached in
-.cache/ (``--no-long-answers`` leaves them out). A scripted TARS server streams every
+.cache/ (``--long-answers 0`` leaves them out). A scripted TARS server streams every
 output at a fixed rate (tokens per second, per stream); the same checks run with early stop off, on, on
 and off again (latency: each item's mean over its two runs in a mode; tokens: the mean of the two runs).
 "Generated" is what the server streamed before the client went away. Agreement compares each early decision
