@@ -63,7 +63,6 @@ class JsonlSink:
         self.path = Path(path).expanduser()
         self.name = f"jsonl:{self.path}"
         self.status = SinkStatus(self.name)
-        self._max_bytes = max_bytes
         self._size_checks = None if max_bytes is None else (max_bytes, max(1, min(max_bytes // 64, 256 * 1024)))
         """``(max_bytes, bytes written between looks at the file's size)``, when rotating."""
         self._unchecked = 0
@@ -91,7 +90,7 @@ class JsonlSink:
                     if self._unchecked >= every:
                         self._unchecked = 0
                         if os.fstat(fd).st_size >= max_bytes:
-                            self._rotate(fd)
+                            self._rotate(fd, max_bytes)
             except OSError:
                 self._drop_fd()
                 raise
@@ -114,7 +113,7 @@ class JsonlSink:
             with contextlib.suppress(OSError):
                 os.close(fd)
 
-    def _rotate(self, fd: int) -> None:
+    def _rotate(self, fd: int, max_bytes: int) -> None:
         """Rotate the file if ours is still the live one and full; follow another process's rotation if not."""
         import fcntl
 
@@ -127,8 +126,7 @@ class JsonlSink:
                 live = None
             mine = os.fstat(fd)
             if live is not None and (live.st_ino, live.st_dev) == (mine.st_ino, mine.st_dev):
-                assert self._max_bytes is not None
-                if live.st_size < self._max_bytes:
+                if live.st_size < max_bytes:
                     return
                 for index in range(self._backups - 1, 0, -1):
                     older = Path(f"{self.path}.{index}")
