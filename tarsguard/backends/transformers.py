@@ -440,7 +440,7 @@ class _Runner:
             return
         counters["batches"] += 1
         counters["largest_batch"] = max(counters["largest_batch"], len(batch.slots))
-        batch = batch.take([*range(len(batch.slots)), *[0] * (_batch_shape(len(batch.slots)) - len(batch.slots))])
+        batch = batch.padded()
         while True:
             if self._stopping:
                 for slot in batch.slots:
@@ -457,8 +457,7 @@ class _Runner:
                 tokens = [*(tokens[i] for i in live), *first_tokens]
                 rows = len(tokens)
                 counters["largest_batch"] = max(counters["largest_batch"], rows)
-                batch = _Batch.merged(batch.take(live), joining, self._new_cache()) if live else joining
-                batch = batch.take([*range(rows), *[0] * (_batch_shape(rows) - rows)])
+                batch = (_Batch.merged(batch.take(live), joining, self._new_cache()) if live else joining).padded()
                 tokens += [tokens[0]] * (len(batch.slots) - rows)
             elif not live:
                 return
@@ -653,6 +652,11 @@ class _Batch:
             slots.append(self.slots[i] if i not in index[:n] else None)
         self.slots = slots
         return self
+
+    def padded(self) -> _Batch:
+        """The batch (in place) with copies of its first row appended up to a shape with fast kernels."""
+        rows = len(self.slots)
+        return self.take([*range(rows), *[0] * (_batch_shape(rows) - rows)])
 
     @staticmethod
     def merged(a: _Batch, b: _Batch, cache: Any) -> _Batch:
