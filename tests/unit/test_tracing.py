@@ -201,6 +201,25 @@ def test_builtin_redactions_leave_ordinary_text_alone(text: str) -> None:
     assert redact_builtin(text) == text
 
 
+def test_every_card_and_phone_number_passes_the_cheap_digit_test() -> None:
+    """The card and phone patterns run only where a seven-digit run is found; that test must never hide one."""
+    import random
+
+    from tarsguard.tracing._redact import _CARD, _PHONE, _SEVEN_DIGITS, _card_sub, _phone_sub
+
+    pieces = ["+", "(", ")", " ", ".", "-", "0", "12", "555", "4111", "7946", "x", "call ", "\n", "+44 ", "(0)"]
+    rng = random.Random(3)
+    redacted = 0
+    for _ in range(20000):
+        text = "".join(rng.choices(pieces, k=rng.randint(3, 14)))
+        by_patterns = _PHONE.sub(_phone_sub, _CARD.sub(_card_sub, text))
+        if by_patterns != text:
+            redacted += 1
+            assert _SEVEN_DIGITS.search(text), text
+            assert redact_builtin(text) == by_patterns, text
+    assert redacted > 300  # the generated cases hold many numbers that are redacted
+
+
 @pytest.mark.parametrize("names", [list(BUILTIN_REDACTIONS), ["phone"], ["api_key", "email"]])
 def test_redacting_several_texts_at_once_equals_redacting_each(names: list[str]) -> None:
     """Evidence items are redacted in one call when nothing is found; items cut around PII must still match."""
