@@ -95,7 +95,7 @@ def _redact_raw(raw: str, verdict: Verdict, answer: str, reasoning: str | None, 
     for original, redacted in ((verdict.reasoning, reasoning), (verdict.answer, answer)):
         if not original or redacted is None:
             continue
-        found = raw.find(original, at)
+        found = _part_start(raw, original, at)
         if found == -1:
             continue
         pieces += (_redact_between(raw[at:found], redactor), redacted)
@@ -104,6 +104,17 @@ def _redact_raw(raw: str, verdict: Verdict, answer: str, reasoning: str | None, 
         return redactor(raw)
     pieces.append(_redact_between(raw[at:], redactor))
     return "".join(pieces)
+
+
+def _part_start(raw: str, part: str, at: int) -> int:
+    """Where ``part`` appears in ``raw`` from ``at`` on, or -1.
+
+    It usually starts right after the tags and whitespace at ``at``: comparing there is cheaper than searching.
+    """
+    tags = _TAGS_ONLY.match(raw, at)
+    if tags is not None and raw.startswith(part, tags.end()):
+        return tags.end()
+    return raw.find(part, at)
 
 
 def _redact_between(text: str, redactor: Redactor) -> str:

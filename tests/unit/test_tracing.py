@@ -39,6 +39,7 @@ from tarsguard.tracing import (
     resolve_tracer,
     summarize,
 )
+from tarsguard.tracing._record import build_record
 from tarsguard.tracing._redact import BUILTIN_REDACTIONS, redact_each
 
 EMAIL = "jane.doe@example.com"
@@ -142,6 +143,21 @@ def test_record_is_the_verdict_with_every_text_field_redacted() -> None:
     assert record.trace.usage == verdict.trace.usage and record.allowed is True
     assert isinstance(record, Verdict)
     assert TraceRecord.model_validate_json(record.model_dump_json()) == record
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        f"<think>{LEAKY_REASONING}</think>Note for {EMAIL}: {LEAKY_ANSWER}",  # text between the tags and the answer
+        f"{LEAKY_ANSWER}<think>{LEAKY_REASONING}</think>{LEAKY_ANSWER}",  # the answer before the reasoning too
+        f"<think>{LEAKY_REASONING} {PHONE}</think>",  # neither part verbatim
+    ],
+)
+def test_raw_output_is_redacted_wherever_the_parts_sit_in_it(raw: str) -> None:
+    verdict = make_verdict()
+    verdict = verdict.model_copy(update={"trace": verdict.trace.model_copy(update={"raw_output": raw})})
+    record = build_record(verdict, redact_builtin, 1.0, None)
+    assert record.trace.raw_output == redact_builtin(raw)
 
 
 def test_prompt_is_stored_only_with_capture_content() -> None:
