@@ -52,6 +52,7 @@ def _insert(rows: int) -> str:
     return f"INSERT OR IGNORE INTO verdicts ({_COLUMNS}) VALUES {', '.join([group] * rows)}"
 
 
+_PAGE_SIZE = 16384
 _STOP = object()
 _Row = tuple[object, ...]
 """A record as the values of the verdicts table's columns, in ``_COLUMNS`` order."""
@@ -143,6 +144,9 @@ class SQLiteSink:
             os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
         conn = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False)
         try:
+            # Only a new, empty database takes it: a record (~5 KB) then fits one page instead of spilling over
+            # two, which makes an insert about a fifth cheaper.
+            conn.execute(f"PRAGMA page_size={_PAGE_SIZE}")
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             for key, value in self._pragmas.items():

@@ -322,6 +322,7 @@ def test_sqlite_sink_is_indexed_and_queryable(tmp_path: Path) -> None:
         )
         assert "verdicts_by_decision" in plan
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        assert conn.execute("PRAGMA page_size").fetchone() == (16384,)
     sink.close()
     store = open_traces(f"sqlite:///{db}")
     assert [r.trace.verdict_id for r in store.records(decision=Decision.DECLINED)][:2] == ["v000001", "v000004"]
