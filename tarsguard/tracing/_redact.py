@@ -84,11 +84,12 @@ def _phone_ok(text: str) -> bool:
 
 def _redact_secret_values(text: str) -> str:
     """Values after ``api_key=``, ``password:``, ``token =`` and the like."""
-    separators = sorted(i for sep in ":=" for i in _find_all(text, sep))
+    separators = sorted(_find_all(text, ":") + _find_all(text, "="))
     pieces: list[str] = []
     copied = 0
     for at in separators:
-        if at < copied or not _SECRET_NAME.search(text, max(0, at - _NAME_WINDOW), at):
+        start = max(0, at - _NAME_WINDOW)
+        if at < copied or not _names_a_secret(text[start:at].lower()) or not _SECRET_NAME.search(text, start, at):
             continue
         value = _SECRET_VALUE.match(text, at + 1)
         if value is None:
@@ -99,6 +100,11 @@ def _redact_secret_values(text: str) -> str:
         return text
     pieces.append(text[copied:])
     return "".join(pieces)
+
+
+def _names_a_secret(lower: str) -> bool:
+    """Whether lower-cased text holds a word that every name ``_SECRET_NAME`` matches holds (a cheap pre-test)."""
+    return "key" in lower or "secret" in lower or "token" in lower or "passw" in lower
 
 
 def _find_all(text: str, char: str) -> list[int]:
@@ -136,9 +142,7 @@ class _Builtin:
             lower = text.lower()
             if "bearer" in lower:
                 text = _BEARER.sub("[REDACTED:api_key]", text)
-            if ("=" in text or ":" in text) and (
-                "key" in lower or "secret" in lower or "token" in lower or "passw" in lower
-            ):
+            if ("=" in text or ":" in text) and _names_a_secret(lower):
                 text = _redact_secret_values(text)
         if self._email and "@" in text:
             text = _EMAIL.sub("[REDACTED:email]", text)
