@@ -6,6 +6,7 @@ concurrency 64 in interleaved rounds, in rotating order, under each configuratio
 over rounds of that round's throughput over off's, so drift between rounds cancels out):
 
 - off: no tracer;
+- off again: no tracer either, run as a configuration of its own: its ratio to off is the measurement's noise;
 - jsonl: a ``Tracer`` with a ``JsonlSink`` (built-in redaction on, every verdict kept);
 - sqlite: a ``Tracer`` with a ``SQLiteSink`` (its writer thread's flush is inside the timed run);
 - otel: a ``Tracer`` with ``OTelSpans`` on an OTel SDK ``TracerProvider`` (batch processor, in-memory exporter).
@@ -81,6 +82,7 @@ class Config:
 def configs(folder: Path) -> list[Config]:
     found = [
         Config("off", None),
+        Config("off again", None),
         Config("jsonl", Tracer([JsonlSink(folder / "traces.jsonl")])),
     ]
     sqlite = SQLiteSink(folder / "traces.db")
