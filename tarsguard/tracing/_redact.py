@@ -44,6 +44,7 @@ _PHONE = re.compile(
     re.ASCII,
 )
 _DIGITS = b"0123456789"
+_GITHUB_TOKEN_PREFIXES = ("ghp_", "gho_", "ghu_", "ghs_", "ghr_")
 _SEVEN_DIGITS = re.compile(r"[0-9](?:[ ().-]{0,2}[0-9]){6}", re.ASCII)
 """Seven digits, at most two of `` ().-`` between each two: every card number and phone number holds such a run."""
 
@@ -53,7 +54,9 @@ def _may_hold_key(text: str) -> bool:
 
     Each longer search sits behind a one-character one, which costs a twentieth as much on prose.
     """
-    if "_" in text and ("hf_" in text or "gh" in text):
+    if "_" in text and (
+        "hf_" in text or "github_pat_" in text or any(prefix in text for prefix in _GITHUB_TOKEN_PREFIXES)
+    ):
         return True
     if "-" in text and ("sk-" in text or "xox" in text):
         return True

@@ -202,6 +202,28 @@ def test_builtin_redactions(text: str, expected: str) -> None:
 
 
 @pytest.mark.parametrize(
+    "key",
+    [
+        "sk-proj-" + "Ab1" * 10,
+        "sk-ant-api03-" + "Zx9" * 10,
+        "AKIA" + "IOSFODNN7EXAMPLE",
+        "ASIA" + "Q" * 16,
+        "ghp_" + "a1" * 18,
+        "gho_" + "B2" * 18,
+        "ghs_" + "c3" * 18,
+        "github_pat_" + "11" + "AbZ_" * 8,
+        "xoxb-" + "1234-5678-abcd",
+        "AIza" + "Sy" + "Q" * 33,
+        "hf_" + "Tq" * 17,
+        "eyJ" + "hbGciOiJIUzI1" + ".eyJ" + "zdWIiOiIxMjM0" + "." + "SflKxwRJSMeK",
+    ],
+)
+def test_every_api_key_shape_is_redacted_on_its_own(key: str) -> None:
+    """Each shape alone in plain words: no other part of the text may be what lets the key be found."""
+    assert redact_builtin(f"my key is {key} and that is all") == "my key is [REDACTED:api_key] and that is all"
+
+
+@pytest.mark.parametrize(
     "text",
     [
         "on 2024-01-15 at 10:30:45",
