@@ -30,6 +30,7 @@ class TraceRecord(Verdict):
 
 
 _VERDICT_FIELDS = tuple(Verdict.model_fields)
+_RECORD_FIELDS = frozenset(TraceRecord.model_fields)
 _TAGS_ONLY = re.compile(r"\s*(?:</?think>\s*)*")
 
 
@@ -85,7 +86,23 @@ def build_record(
             "evidence": redact_each(verdict.evidence, redactor),
             "trace": trace.model_copy(update=updates) if updates else trace,
         }
-    return TraceRecord.model_construct(**fields, prompt=prompt_messages, sample_rate=sample_rate)
+    fields["prompt"] = prompt_messages
+    fields["sample_rate"] = sample_rate
+    return _new_record(fields)
+
+
+def _new_record(fields: dict[str, Any]) -> TraceRecord:
+    """``TraceRecord.model_construct(**fields)`` for a complete, valid ``fields``, without its per-field lookups.
+
+    It sets what ``model_construct`` sets; TraceRecord has no private attributes, extras or post-init hook, and a
+    test holds it to that.
+    """
+    record = TraceRecord.__new__(TraceRecord)
+    object.__setattr__(record, "__dict__", fields)
+    object.__setattr__(record, "__pydantic_fields_set__", set(_RECORD_FIELDS))
+    object.__setattr__(record, "__pydantic_extra__", None)
+    object.__setattr__(record, "__pydantic_private__", None)
+    return record
 
 
 def _redact_raw(raw: str, verdict: Verdict, answer: str, reasoning: str | None, redactor: Redactor) -> str:

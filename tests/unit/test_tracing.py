@@ -145,6 +145,23 @@ def test_record_is_the_verdict_with_every_text_field_redacted() -> None:
     assert TraceRecord.model_validate_json(record.model_dump_json()) == record
 
 
+def test_records_are_built_as_model_construct_builds_them() -> None:
+    from tarsguard.tracing._record import _new_record
+
+    verdict = make_verdict()
+    fields = {**{name: getattr(verdict, name) for name in Verdict.model_fields}, "prompt": None, "sample_rate": 0.5}
+    fast, reference = _new_record(dict(fields)), TraceRecord.model_construct(**fields)
+    assert fast == reference and fast.model_dump_json() == reference.model_dump_json()
+    assert fast.model_fields_set == reference.model_fields_set == set(TraceRecord.model_fields)
+    assert fast.__pydantic_extra__ is reference.__pydantic_extra__ is None
+    assert fast.__pydantic_private__ is reference.__pydantic_private__ is None
+    # What _new_record leaves out must stay absent from TraceRecord.
+    assert not TraceRecord.__private_attributes__ and TraceRecord.model_config.get("extra") != "allow"
+    assert TraceRecord.__pydantic_post_init__ is None
+    copied = fast.model_copy(update={"sample_rate": 1.0})
+    assert copied.sample_rate == 1.0 and fast.sample_rate == 0.5
+
+
 @pytest.mark.parametrize(
     "raw",
     [
