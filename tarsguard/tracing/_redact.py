@@ -106,7 +106,8 @@ def _redact_secret_values(text: str) -> str:
 
 
 def _names_a_secret(lower: str) -> bool:
-    """Whether lower-cased text holds a word that every name ``_SECRET_NAME`` matches holds (a cheap pre-test)."""
+    """Whether lower-cased text holds "key", "secret", "token" or "passw": every name ``_SECRET_NAME`` matches holds
+    one of them, so this is a cheap pre-test for it."""
     return "key" in lower or "secret" in lower or "token" in lower or "passw" in lower
 
 
@@ -170,9 +171,11 @@ redact_builtin: Redactor = _Builtin(BUILTIN_REDACTIONS)
 def redact_each(texts: tuple[str, ...], redactor: Redactor) -> tuple[str, ...]:
     """Each of ``texts`` redacted.
 
-    For the built-ins, one call on the texts joined by newlines settles the usual case of nothing to redact: a newline
-    ends every built-in pattern the way the end of a text does, so when the joined text has nothing, no text has.
-    When something is found, and for user callables, each text is redacted on its own.
+    For the built-ins, one call on the texts joined by newlines settles the usual case of nothing to redact: a match
+    inside one text still matches where that text sits in the joined text (to every pattern, a newline looks like a
+    text's start or end), so when the joined text has nothing, no text has. A match across a newline (a bearer token
+    or a secret value after a line break) only sends the texts down the slow path: when something is found, and for
+    user callables, each text is redacted on its own.
     """
     if len(texts) > 1 and isinstance(redactor, _Builtin):
         joined = "\n".join(texts)
