@@ -8,7 +8,7 @@ import os
 import threading
 import weakref
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,13 +40,13 @@ _live_sinks: weakref.WeakSet[JsonlSink] = weakref.WeakSet()
 class JsonlSink:
     """Appends one JSON line per record to ``path``, created owner-only (0600).
 
-    Each line goes out in a single ``O_APPEND`` write, so lines from many threads and processes never
-    interleave, and a line is in the file (the OS page cache) as soon as ``write`` returns: a crashed process
-    loses nothing it wrote. When the file reaches ``max_bytes`` it is renamed ``path.1`` (older ones shift up to
-    ``path.<backups>``, the oldest is deleted) and a new file starts; processes coordinate the rename through
-    ``path.lock``. Each process looks at the file's size after every 1/64 of ``max_bytes`` (at most 256 KiB) it
-    has written, so a file ends up to that much per writing process past ``max_bytes``. ``max_bytes=None`` never
-    rotates.
+    Each line (each batch of lines, from ``write_many``) goes out in a single ``O_APPEND`` write, so lines from many
+    threads and processes never interleave, and a line is in the file (the OS page cache) as soon as ``write``
+    returns: a crashed process loses nothing it wrote. When the file reaches ``max_bytes`` it is renamed ``path.1``
+    (older ones shift up to ``path.<backups>``, the oldest is deleted) and a new file starts; processes coordinate
+    the rename through ``path.lock``. Each process looks at the file's size after every 1/64 of ``max_bytes`` (at
+    most 256 KiB) it has written, so a file ends up to that much per writing process past ``max_bytes``.
+    ``max_bytes=None`` never rotates.
     """
 
     def __init__(
@@ -75,7 +75,16 @@ class JsonlSink:
 
     def write(self, record: TraceRecord) -> None:
         """Append ``record`` as one line; raises ``OSError`` if the file cannot be opened or written."""
-        line = record.__pydantic_serializer__.to_json(record) + b"\n"
+        self._append(record.__pydantic_serializer__.to_json(record) + b"\n", 1)
+
+    def write_many(self, records: Sequence[TraceRecord]) -> None:
+        """Append ``records``, a line each, in one write; raises ``OSError`` if the file cannot be opened or written."""
+        if records:
+            self._append(
+                b"".join([record.__pydantic_serializer__.to_json(record) + b"\n" for record in records]), len(records)
+            )
+
+    def _append(self, line: bytes, count: int) -> None:
         with self._lock:
             if self._closed:
                 raise ValueError(f"{self.name} is closed")
@@ -94,7 +103,7 @@ class JsonlSink:
             except OSError:
                 self._drop_fd()
                 raise
-        self.status.wrote()
+        self.status.wrote(count)
 
     def close(self) -> None:
         """Close the file; later writes fail."""

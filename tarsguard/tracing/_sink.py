@@ -20,7 +20,9 @@ class TraceSink(Protocol):
 
     ``write`` is called once per kept verdict, on the thread (or event loop) that ran the check: it must return
     quickly, and may raise; the tracer counts and reports the failure and the check still returns its verdict.
-    ``close`` flushes what is pending and releases files; writes after it may fail.
+    ``close`` flushes what is pending and releases files; writes after it may fail. A sink may also offer
+    ``write_many(records)``, storing a batch as ``write`` stores one record; a tracer batches records only when
+    every sink offers it (see ``Tracer``).
     """
 
     def write(self, record: TraceRecord) -> None:

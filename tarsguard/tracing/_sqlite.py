@@ -11,7 +11,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -114,6 +114,11 @@ class SQLiteSink:
         self._queue.put(_row(record))
         if self._thread is None:
             self._start()
+
+    def write_many(self, records: Sequence[TraceRecord]) -> None:
+        """Queue each of ``records``, as ``write`` does."""
+        for record in records:
+            self.write(record)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every record queued so far is committed (or has failed); ``False`` on timeout."""
