@@ -3,25 +3,28 @@
 Starts the scripted OpenAI-compatible server (tarsguard.testing) in its own process on 127.0.0.1, replying with a
 TARS-format output of realistic length (the same reply as bench/overhead.py), then runs ``AsyncGuard.check`` at
 concurrency 64 in interleaved rounds, in rotating order, under each configuration (each ratio "vs off" is the median
-over rounds of that round's throughput over off's, so drift between rounds cancels out):
+over rounds of that round's throughput over off's, so drift between rounds cancels out; each batch of checks starts
+right after a full garbage collection, so none inherits a collection that earlier batches built up):
 
 - off: no tracer;
 - off again: no tracer either, run as a configuration of its own: its ratio to off is the measurement's noise;
-- jsonl: a ``Tracer`` with a ``JsonlSink`` (built-in redaction on, every verdict kept);
+- jsonl: a ``Tracer`` with a ``JsonlSink`` (built-in redaction on, every verdict kept; records written in batches);
+- jsonl, linger=0: the same, each record written before its check returns;
 - sqlite: a ``Tracer`` with a ``SQLiteSink`` (its writer thread's flush is inside the timed run);
+- sqlite, linger=0: the same, each record queued for the writer thread before its check returns;
 - otel: a ``Tracer`` with ``OTelSpans`` on an OTel SDK ``TracerProvider`` (batch processor, in-memory exporter).
 
 The tracer is applied around ``AsyncGuard.check`` exactly as ``Guard(trace=...)`` applies it (``with
 tracer.check(model) as scope: verdict = ...; scope.record(verdict, prompt=prompt)``), spelled out here so the
 tracer's own share can be timed. Targets (issue 8): throughput >= 0.95x of off with JSONL, >= 0.9x with SQLite. The
 "tracer µs/check" column is the tracer's own time per check: starting the scope (and span), ``scope.record``
-(redaction, serialisation, the write or enqueue) and closing it (describing and ending the span), in this
-thread's CPU time. "client CPU µs/check" is the benchmark process's CPU time per check (every thread, the SQLite
-writer's included); "CPU-bound ratio" is off's CPU per check over the configuration's: the throughput ratio the
-client would see if it, not the server, were the bottleneck. Both CPU columns hold steady when other processes
-share the machine; the throughput ratio does not.
+(holding the verdict for a batch, or redaction, serialisation and the write or enqueue), closing it (describing and
+ending the span), and writing the held batches from event-loop callbacks, in this thread's CPU time. "client CPU
+µs/check" is the benchmark process's CPU time per check (every thread, the SQLite writer's included); "CPU-bound
+ratio" is off's CPU per check over the configuration's: the throughput ratio the client would see if it, not the
+server, were the bottleneck. On a machine whose speed varies, both ratios vary with it: compare "off again".
 
-    .venv/bin/python bench/trace_overhead.py [--rounds 15] [--requests 200] [--json results.json]
+    .venv/bin/python bench/trace_overhead.py [--rounds 21] [--requests 200] [--json results.json]
 """
 
 from __future__ import annotations
@@ -115,9 +118,10 @@ def configs(folder: Path) -> list[Config]:
         Config("off", None),
         Config("off again", None),
         Config("jsonl", TimedTracer([JsonlSink(folder / "traces.jsonl")])),
+        Config("jsonl, linger=0", TimedTracer([JsonlSink(folder / "each.jsonl")], linger=0)),
+        Config("sqlite", TimedTracer([SQLiteSink(folder / "traces.db")])),
+        Config("sqlite, linger=0", TimedTracer([SQLiteSink(folder / "each.db")], linger=0)),
     ]
-    sqlite = SQLiteSink(folder / "traces.db")
-    found.append(Config("sqlite", TimedTracer([sqlite])))
     try:
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -213,7 +217,7 @@ def table(results: dict[str, dict[str, dict[str, Any]]]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--rounds", type=int, default=21)
     parser.add_argument("--requests", type=int, default=200, help="checks per round and configuration")
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
     args = parser.parse_args()
