@@ -69,11 +69,11 @@ class SQLiteSink:
     """Stores records in a SQLite database (WAL mode), one row per verdict, queryable by time, decision, model.
 
     ``write`` serialises the record and queues the row; a background thread commits queued rows in batches
-    (gathered for up to ``linger`` seconds), so a check never waits for the disk. At most ``max_pending`` records
-    wait; beyond that new ones are dropped and counted.
-    Pending records are flushed by ``flush()``, ``close()`` and at interpreter exit; a process killed outright
-    loses what was still queued (committed rows are safe). Many processes may write one database.
-    ``pragmas`` are applied to each connection (e.g. ``{"synchronous": "FULL"}``).
+    (gathered for up to ``linger`` seconds; ``flush()`` and ``close()`` cut the wait short), so a check never waits
+    for the disk. At most ``max_pending`` records wait; beyond that new ones are dropped and counted. Pending
+    records are flushed by ``flush()``, ``close()`` and at interpreter exit; a process killed outright loses what
+    was still queued (committed rows are safe). Many processes may write one database. ``pragmas`` are applied to
+    each connection (e.g. ``{"synchronous": "FULL"}``).
     """
 
     def __init__(
@@ -98,6 +98,8 @@ class SQLiteSink:
         self._pragmas = dict(pragmas or {})
         self._start_lock = threading.Lock()
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._wake = threading.Event()
+        """Set by ``flush()`` and ``close()``: the writer stops gathering a batch and commits at once."""
         self._thread: threading.Thread | None = None
         self._closed = False
         _live_sinks.add(self)
@@ -126,6 +128,7 @@ class SQLiteSink:
             return True
         done = threading.Event()
         self._queue.put(done)
+        self._wake.set()
         return done.wait(timeout)
 
     def close(self, timeout: float | None = 30.0) -> None:
@@ -135,6 +138,7 @@ class SQLiteSink:
             thread = self._thread
         if thread is not None and thread.is_alive():
             self._queue.put(_STOP)
+            self._wake.set()
             thread.join(timeout)
 
     def _start(self) -> None:
@@ -170,7 +174,11 @@ class SQLiteSink:
         while not stop:
             items = [self._queue.get()]
             if self._linger > 0 and isinstance(items[0], tuple):
-                time.sleep(self._linger)  # let a batch gather: one transaction and one wake-up for many records
+                # Let a batch gather (one transaction and one wake-up for many records), unless a flush is waiting.
+                self._wake.wait(self._linger)
+            # A flush asked for after this point has its marker queued after what is taken now: it wakes the next
+            # batch instead.
+            self._wake.clear()
             while len(items) < self._batch_size:
                 try:
                     items.append(self._queue.get_nowait())
@@ -229,6 +237,7 @@ class SQLiteSink:
         # The writer thread did not survive the fork; the child starts its own on its first write.
         self._start_lock = threading.Lock()
         self._queue = queue.SimpleQueue()
+        self._wake = threading.Event()
         self._thread = None
 
     def __repr__(self) -> str:

@@ -399,3 +399,17 @@ def test_a_sqlite_batch_larger_than_one_insert_keeps_every_row_once(tmp_path: Pa
         stored = [TraceRecord.model_validate_json(text) for (text,) in conn.execute("SELECT record FROM verdicts")]
     assert ids == [f"v{i:06d}" for i in range(250)]
     assert intact(stored) and len(stored) == 250
+
+
+def test_sqlite_flush_and_close_do_not_wait_out_the_linger(tmp_path: Path) -> None:
+    db = tmp_path / "traces.db"
+    sink = SQLiteSink(db, linger=60)  # the writer would gather a batch for a minute
+    sink.write(record(1))
+    assert sink.flush(10)  # committed at once, not after the linger
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT verdict_id FROM verdicts").fetchall() == [("v000001",)]
+    sink.write(record(2))
+    sink.close(10)
+    assert sink._thread is not None and not sink._thread.is_alive()
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM verdicts").fetchone() == (2,)
