@@ -80,9 +80,9 @@ class JsonlSink:
     def write_many(self, records: Sequence[TraceRecord]) -> None:
         """Append ``records``, a line each, in one write; raises ``OSError`` if the file cannot be opened or written."""
         if records:
-            self._append(
-                b"".join([record.__pydantic_serializer__.to_json(record) + b"\n" for record in records]), len(records)
-            )
+            lines = [record.__pydantic_serializer__.to_json(record) for record in records]
+            lines.append(b"")
+            self._append(b"\n".join(lines), len(records))
 
     def _append(self, line: bytes, count: int) -> None:
         with self._lock:

@@ -69,7 +69,7 @@ def build_record(
             Message.model_construct(role=m["role"], content=redactor(m["content"]) if redactor else m["content"])
             for m in prompt
         )
-    fields = {name: verdict.__dict__[name] for name in _VERDICT_FIELDS}
+    fields = verdict.__dict__.copy() if type(verdict) is Verdict else {n: verdict.__dict__[n] for n in _VERDICT_FIELDS}
     if redactor is not None:
         answer = redactor(verdict.answer)
         reasoning = None if verdict.reasoning is None else redactor(verdict.reasoning)
