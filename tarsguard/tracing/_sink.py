@@ -22,7 +22,8 @@ class TraceSink(Protocol):
     quickly, and may raise; the tracer counts and reports the failure and the check still returns its verdict.
     ``close`` flushes what is pending and releases files; writes after it may fail. A sink may also offer
     ``write_many(records)``, storing a batch as ``write`` stores one record; a tracer batches records only when
-    every sink offers it (see ``Tracer``).
+    every sink offers it (see ``Tracer``), and calls it from the event loop that ran the checks, or from the
+    thread that flushes or closes the tracer.
     """
 
     def write(self, record: TraceRecord) -> None:
