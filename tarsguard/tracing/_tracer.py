@@ -11,7 +11,7 @@ import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .._config import ENV_TRACE
 from .._exceptions import ConfigurationError
@@ -98,11 +98,11 @@ class Tracer:
         if isinstance(linger, bool) or not isinstance(linger, int | float) or not 0.0 <= linger <= 60.0:
             raise ConfigurationError(f"linger must be a number of seconds from 0 to 60; got {linger!r}")
         self._linger = float(linger)
-        writers = [getattr(sink, "write_many", None) for sink in listed]
+        writers: tuple[tuple[Any, SinkStatus, bool], ...] = tuple(
+            (getattr(sink, "write_many", None), status, counted) for sink, status, counted in self._sinks
+        )
         self._batch_writers: tuple[tuple[Callable[[Sequence[TraceRecord]], object], SinkStatus, bool], ...] = (
-            tuple((w, status, counted) for w, (_, status, counted) in zip(writers, self._sinks, strict=True) if w)
-            if linger and writers and all(callable(w) for w in writers)
-            else ()
+            writers if linger and writers and all(callable(write_many) for write_many, _, _ in writers) else ()
         )
         """Each sink's ``write_many``, when records are batched: only with a linger and when every sink has one."""
         self._lock = threading.Lock()
@@ -158,8 +158,7 @@ class Tracer:
             if loop is not None:
                 self._hold(verdict, prompt, rate, loop)
                 return None
-        messages = to_messages(prompt) if self.capture_content and prompt is not None else None
-        record = build_record(verdict, self._redactor, rate or 1.0, messages)
+        record = self._build(verdict, prompt, rate or 1.0)
         if rate is None:
             return record
         for sink, status, counted_here in self._sinks:
@@ -171,6 +170,11 @@ class Tracer:
             if counted_here:
                 status.wrote()
         return record
+
+    def _build(self, verdict: Verdict, prompt: Prompt | None, rate: float) -> TraceRecord:
+        """The record of ``verdict``, redacted, with the prompt only under content capture."""
+        messages = to_messages(prompt) if self.capture_content and prompt is not None else None
+        return build_record(verdict, self._redactor, rate, messages)
 
     def _hold(self, verdict: Verdict, prompt: Prompt | None, rate: float, loop: asyncio.AbstractEventLoop) -> None:
         """Keep ``verdict`` for the next batch; write the batch now if it is full or overdue."""
@@ -196,8 +200,7 @@ class Tracer:
         records: list[TraceRecord] = []
         for verdict, prompt, rate in held:
             try:
-                messages = to_messages(prompt) if self.capture_content and prompt is not None else None
-                records.append(build_record(verdict, self._redactor, rate, messages))
+                records.append(self._build(verdict, prompt, rate))
             except Exception as exc:
                 self._status.failed(exc)
         if not records:
