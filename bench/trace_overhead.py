@@ -2,9 +2,11 @@
 
 Starts the scripted OpenAI-compatible server (tarsguard.testing) in its own process on 127.0.0.1, replying with a
 TARS-format output of realistic length (the same reply as bench/overhead.py), then runs ``AsyncGuard.check`` at
-concurrency 64 in interleaved rounds, in rotating order, under each configuration (each ratio "vs off" is the median
-over rounds of that round's throughput over off's, so drift between rounds cancels out; each batch of checks starts
-right after a full garbage collection, so none inherits a collection that earlier batches built up):
+concurrency 64 in batches. Every batch of a configuration sits between two batches of "off", and its ratio "vs off" is
+its throughput over the geometric mean of those two: the machine's speed drifts by several percent within seconds, and
+a neighbour on each side cancels most of that drift. Each configuration gets one such batch per round, in rotating
+order; the ratio reported is the median over rounds. Each batch of checks starts right after a full garbage
+collection, so none inherits a collection that earlier batches built up. The configurations:
 
 - off: no tracer;
 - off again: no tracer either, run as a configuration of its own: its ratio to off is the measurement's noise;
@@ -21,7 +23,8 @@ tracer's own share can be timed. Targets (issue 8): throughput >= 0.95x of off w
 (holding the verdict for a batch, or redaction, serialisation and the write or enqueue), closing it (describing and
 ending the span), and writing the held batches from event-loop callbacks, in this thread's CPU time. "client CPU
 µs/check" is the benchmark process's CPU time per check (every thread, the SQLite writer's included); "CPU-bound
-ratio" is off's CPU per check over the configuration's: the throughput ratio the client would see if it, not the
+ratio" is the neighbouring off batches' CPU per check over the configuration's (median over rounds): the throughput
+ratio the client would see if it, not the
 server, were the bottleneck. On a machine whose speed varies, both ratios vary with it: compare "off again".
 
     .venv/bin/python bench/trace_overhead.py [--rounds 21] [--requests 200] [--json results.json]
@@ -33,6 +36,7 @@ import argparse
 import asyncio
 import gc
 import json
+import math
 import statistics
 import sys
 import tempfile
@@ -168,26 +172,41 @@ async def measure(base_url: str, stream: bool, rounds: int, requests: int, folde
         config.record_s, config.records = 0.0, 0
         if config.tracer is not None:
             config.tracer.held_s = 0.0
+    off, others = runs[0], runs[1:]
     throughput: dict[str, list[float]] = {c.name: [] for c in runs}
     cpu: dict[str, list[float]] = {c.name: [] for c in runs}
+    ratios: dict[str, list[float]] = {c.name: [] for c in runs}
+    cpu_ratios: dict[str, list[float]] = {c.name: [] for c in runs}
+
+    async def batch(config: Config) -> tuple[float, float]:
+        rps, cpu_us = await run_batch(config, guard, requests)
+        throughput[config.name].append(rps)
+        cpu[config.name].append(cpu_us)
+        return rps, cpu_us
+
+    before = await batch(off)
     for round_ in range(rounds):
-        shift = round_ % len(runs)
-        for config in runs[shift:] + runs[:shift]:
-            rps, cpu_us = await run_batch(config, guard, requests)
-            throughput[config.name].append(rps)
-            cpu[config.name].append(cpu_us)
+        shift = round_ % len(others)
+        for config in others[shift:] + others[:shift]:
+            rps, cpu_us = await batch(config)
+            after = await batch(off)
+            # Against the off batches on either side: the machine's drift over the three batches cancels out.
+            ratios[config.name].append(rps / math.sqrt(before[0] * after[0]))
+            cpu_ratios[config.name].append(math.sqrt(before[1] * after[1]) / cpu_us)
+            before = after
     await guard.aclose()
+    ratios[off.name] = [1.0]
+    cpu_ratios[off.name] = [1.0]
     results: dict[str, dict[str, Any]] = {}
     for config in runs:
         stats = config.tracer.stats() if config.tracer else None
-        # Each round's throughput over off's in the same round: drift between rounds cancels out.
-        ratios = [mine / off for mine, off in zip(throughput[config.name], throughput["off"], strict=True)]
-        quartiles = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
+        quartiles = statistics.quantiles(ratios[config.name], n=4) if len(ratios[config.name]) > 1 else [1.0] * 3
         results[config.name] = {
             "rps": statistics.median(throughput[config.name]),
-            "ratio": statistics.median(ratios),
+            "ratio": statistics.median(ratios[config.name]),
             "ratio_iqr": (quartiles[0], quartiles[2]),
             "cpu_us": statistics.median(cpu[config.name]),
+            "cpu_ratio": statistics.median(cpu_ratios[config.name]),
             "record_us": config.tracer_s / config.records * 1e6 if config.records else 0.0,
             "failed": sum(s.failed + s.dropped for s in stats.sinks) + stats.failed if stats else 0,
         }
@@ -203,14 +222,13 @@ def table(results: dict[str, dict[str, dict[str, Any]]]) -> str:
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for mode, by_config in results.items():
-        off_cpu = by_config["off"]["cpu_us"]
         for name, r in by_config.items():
             target = TARGETS.get(name)
             verdict = "" if target is None else f">= {target:.2f}x {'met' if r['ratio'] >= target else 'MISSED'}"
             low, high = r["ratio_iqr"]
             lines.append(
                 f"| {mode} | {name} | {r['rps']:.0f} req/s | {r['ratio']:.2f}x ({low:.2f}-{high:.2f}) | {verdict} "
-                f"| {r['cpu_us']:.0f} | {off_cpu / r['cpu_us']:.2f}x | {r['record_us']:.0f} | {r['failed']} |"
+                f"| {r['cpu_us']:.0f} | {r['cpu_ratio']:.2f}x | {r['record_us']:.0f} | {r['failed']} |"
             )
     return "\n".join(lines)
 
@@ -236,8 +254,9 @@ def main() -> None:
             proc.wait(10)
     print(
         f"scripted server on loopback, ~{len(CONTENT.split())}-word TARS-format reply, c={CONCURRENCY}, "
-        f"{args.rounds} interleaved rounds of {args.requests} checks per configuration; throughput: median; "
-        f"vs off: median over rounds of the round's ratio, and the range of its middle half; {sys.platform}"
+        f"{args.rounds} rounds of {args.requests} checks per configuration, each batch between two of off; "
+        f"throughput: median; vs off: median over rounds of the batch's ratio to its two neighbours, and the range of "
+        f"its middle half; {sys.platform}"
     )
     print(table(results))
     if args.json:
