@@ -65,12 +65,12 @@ class TimedTracer(Tracer):
         self.held_s = 0.0
         self.in_scope = False
 
-    def _write_held(self) -> None:
+    def _write_held(self, batch: int | None = None) -> None:
         if self.in_scope:
-            super()._write_held()
+            super()._write_held(batch)
             return
         started = time.thread_time()
-        super()._write_held()
+        super()._write_held(batch)
         self.held_s += time.thread_time() - started
 
 

@@ -110,6 +110,8 @@ class Tracer:
         self._sampled_out = 0
         self._status = SinkStatus("tracer")
         self._held: list[tuple[Verdict, Prompt | None, float]] = []
+        self._batch = 0
+        """Batches taken so far: a linger timer writes only the batch it was started for."""
         self._due = 0.0
         """When the oldest held verdict has waited ``linger``: a later hold past it writes the batch itself."""
         _live_tracers.add(self)
@@ -184,17 +186,25 @@ class Tracer:
             first = len(self._held) == 1
             if first:
                 self._due = now + self._linger
+            batch = self._batch
             due = len(self._held) >= _MAX_HELD or now >= self._due
         if first:
             _watch_exit()
-            loop.call_later(self._linger, self._write_held)
+            loop.call_later(self._linger, self._write_held, batch)
         if due:
             self._write_held()
 
-    def _write_held(self) -> None:
-        """Build the held verdicts' records and write them to every sink, one batch per sink. Never raises."""
+    def _write_held(self, batch: int | None = None) -> None:
+        """Build the held verdicts' records and write them to every sink, one batch per sink. Never raises.
+
+        With ``batch``, only if the verdicts held are still that batch: a linger timer whose batch was written early
+        (full, overdue, flushed) must not cut the next batch short.
+        """
         with self._lock:
+            if batch is not None and batch != self._batch:
+                return
             held, self._held = self._held, []
+            self._batch += 1
         if not held:
             return
         records: list[TraceRecord] = []

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -70,6 +70,28 @@ async def test_a_full_batch_is_written_at_once(tmp_path: Path) -> None:
     assert lines(sink.path) == []
     record_in_scope(tracer, 1)
     assert len(lines(sink.path)) == 64 and sink.batches == [64]
+
+
+async def test_a_timer_whose_batch_went_out_early_leaves_the_next_batch_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch written full (or overdue, or flushed) still has its timer pending; that timer must not write the
+    records held since, which wait for their own timer."""
+    timers: list[Callable[[], object]] = []
+    monkeypatch.setattr(
+        asyncio.get_running_loop(), "call_later", lambda delay, callback, *args: timers.append(lambda: callback(*args))
+    )
+    sink = CountingJsonl(tmp_path / "t.jsonl")
+    tracer = Tracer([sink], linger=0.05)
+    record_in_scope(tracer, 64)  # full: written at once; its timer is still pending
+    record_in_scope(tracer, 1)  # the next batch, with a timer of its own
+    assert sink.batches == [64] and len(timers) == 2
+    first_timer, next_timer = timers
+    first_timer()
+    assert sink.batches == [64]  # the first batch's timer finds its batch gone and writes nothing
+    record_in_scope(tracer, 1)
+    next_timer()
+    assert sink.batches == [64, 2] and len(lines(sink.path)) == 66
 
 
 async def test_flush_close_and_the_guards_close_write_held_records(tmp_path: Path) -> None:
