@@ -276,13 +276,15 @@ def test_run_waits_for_health_announces_and_forwards_ctrl_c(started: list[int]) 
     port = free_port()
     out, err = CtrlCWhenReady(), io.StringIO()
     server = [sys.executable, "-m", "tarsguard._scripted_server", "--port", str(port)]
+    # What was there before, not Python's default: a process started in the background inherits SIGINT ignored.
+    handlers = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
     code = run(stand_in_plan(server, port), out=out, err=err, startup_timeout=60)
     assert code == 0, err.getvalue()
     text = out.getvalue()
     assert f"vLLM is serving scripted-tars at http://127.0.0.1:{port}/v1" in text
     assert f'guard = Guard(base_url="http://127.0.0.1:{port}/v1")' in text
     assert "stopping the vLLM server (SIGINT" in err.getvalue()
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers  # handlers restored
     assert not group_alive(started[0])
 
 
