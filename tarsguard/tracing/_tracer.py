@@ -164,13 +164,7 @@ class Tracer:
         if rate is None:
             return record
         for sink, status, counted_here in self._sinks:
-            try:
-                sink.write(record)
-            except Exception as exc:
-                status.failed(exc)
-                continue
-            if counted_here:
-                status.wrote()
+            _store(sink.write, record, 1, status, counted_here)
         return record
 
     def _build(self, verdict: Verdict, prompt: Prompt | None, rate: float) -> TraceRecord:
@@ -216,13 +210,7 @@ class Tracer:
         if not records:
             return
         for write_many, status, counted_here in self._batch_writers:
-            try:
-                write_many(records)
-            except Exception as exc:
-                status.failed(exc, len(records))
-                continue
-            if counted_here:
-                status.wrote(len(records))
+            _store(write_many, records, len(records), status, counted_here)
 
     def stats(self) -> TracerStats:
         """Counts so far, for this tracer and each of its sinks."""
@@ -317,6 +305,18 @@ class CheckScope:
 
 _live_tracers: weakref.WeakSet[Tracer] = weakref.WeakSet()
 _exit_watched = False
+
+
+def _store(write: Callable[[Any], object], payload: object, count: int, status: SinkStatus, counted_here: bool) -> None:
+    """Hand ``payload`` (``count`` records) to one sink's ``write`` or ``write_many``; count a failure, and a success
+    when the sink does not count its own."""
+    try:
+        write(payload)
+    except Exception as exc:
+        status.failed(exc, count)
+        return
+    if counted_here:
+        status.wrote(count)
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
