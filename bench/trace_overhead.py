@@ -83,15 +83,14 @@ class Config:
     """One way of running checks: a tracer (or none) around the same guard.
 
     ``flush`` ends a batch of checks: the tracer's held records and the sinks' background writes are inside it.
-    With ``timed`` on, the tracer's own CPU time is counted too; the throughput rounds run untimed, exactly the
-    guard's code.
+    Once ``start_timing()`` is called, the tracer's own CPU time is counted too; the throughput rounds run before
+    it, untimed, exactly the guard's code.
     """
 
     def __init__(self, name: str, tracer: TimedTracer | None, flush: Callable[[], object] | None = None) -> None:
         self.name = name
         self.tracer = tracer
         self.flush = flush or (lambda: tracer.flush(60) if tracer is not None else None)
-        self.timed = False
         self.record_s = 0.0
         self.records = 0
 
@@ -102,7 +101,7 @@ class Config:
 
     def start_timing(self) -> None:
         """Count the tracer's own CPU time from now on, from zero."""
-        self.timed, self.record_s, self.records = True, 0.0, 0
+        self.record_s, self.records = 0.0, 0
         if self.tracer is not None:
             self.tracer.timing, self.tracer.held_s = True, 0.0
 
@@ -110,7 +109,7 @@ class Config:
         tracer = self.tracer
         if tracer is None:
             return await guard.check(MESSAGES)
-        if not self.timed:
+        if not tracer.timing:
             with tracer.check(model=MODEL) as scope:  # what ``Guard(trace=...)`` runs around each check
                 verdict = await guard.check(MESSAGES)
                 scope.record(verdict, prompt=MESSAGES)
@@ -191,8 +190,8 @@ async def measure(base_url: str, stream: bool, rounds: int, requests: int, folde
     off, others = runs[0], runs[1:]
     throughput: dict[str, list[float]] = {c.name: [] for c in runs}
     cpu: dict[str, list[float]] = {c.name: [] for c in runs}
-    ratios: dict[str, list[float]] = {c.name: [] for c in runs}
-    cpu_ratios: dict[str, list[float]] = {c.name: [] for c in runs}
+    ratios: dict[str, list[float]] = {off.name: [1.0]} | {c.name: [] for c in others}
+    cpu_ratios: dict[str, list[float]] = {off.name: [1.0]} | {c.name: [] for c in others}
 
     async def batch(config: Config) -> tuple[float, float]:
         rps, cpu_us = await run_batch(config, guard, requests)
@@ -215,8 +214,6 @@ async def measure(base_url: str, stream: bool, rounds: int, requests: int, folde
         for _ in range(TIMED_BATCHES):
             await run_batch(config, guard, requests)
     await guard.aclose()
-    ratios[off.name] = [1.0]
-    cpu_ratios[off.name] = [1.0]
     results: dict[str, dict[str, Any]] = {}
     for config in runs:
         stats = config.tracer.stats() if config.tracer else None
