@@ -2,11 +2,17 @@
 
 Starts the scripted OpenAI-compatible server (tarsguard.testing) in its own process on 127.0.0.1, replying with a
 TARS-format output of realistic length (the same reply as bench/overhead.py), then runs ``AsyncGuard.check`` at
-concurrency 64 in batches. Every batch of a configuration sits between two batches of "off", and its ratio "vs off" is
-its throughput over the geometric mean of those two: the machine's speed drifts by several percent within seconds, and
-a neighbour on each side cancels most of that drift. Each configuration gets one such batch per round, in rotating
-order; the ratio reported is the median over rounds. Each batch of checks starts right after a full garbage
-collection, so none inherits a collection that earlier batches built up. The configurations:
+concurrency 64 in batches. Every batch of a configuration sits between two batches of "off", and that round's ratio
+"vs off" is its throughput over the geometric mean of those two: the machine's speed drifts by several percent within
+seconds, and a neighbour on each side cancels most of that drift. Each configuration gets one such batch per round, in
+rotating order. Each batch of checks starts right after a full garbage collection, so none inherits a collection that
+earlier batches built up.
+
+What is left is noise that does not cancel: on a shared 2-core VM, two neighbouring batches of 200 checks differ by
+several percent. So "vs off" is the 20%-trimmed geometric mean over rounds, with its 95% confidence interval, and a
+target reads "met" only when the whole interval clears it, "MISSED" when none of it does, and "unsettled" otherwise:
+more rounds (``--rounds``, with ``--mode`` and ``--only`` to spend them on one row) narrow the interval. The median and
+middle half of the rounds' ratios are shown beside it. The configurations:
 
 - off: no tracer;
 - off again: no tracer either, run as a configuration of its own: its ratio to off is the measurement's noise;
@@ -23,13 +29,13 @@ SQLite. The "tracer µs/check" column is the tracer's own time per check: starti
 (holding the verdict for a batch, or redaction, serialisation and the write or enqueue), closing it (describing and
 ending the span), and writing the held batches from event-loop callbacks, in this thread's CPU time; it is
 measured in three more batches per configuration after the rounds, so the timing calls stay out of the throughput
-rounds. "client CPU
-µs/check" is the benchmark process's CPU time per check (every thread, the SQLite writer's included); "CPU-bound
-ratio" is the neighbouring off batches' CPU per check over the configuration's (median over rounds): the throughput
-ratio the client would see if it, not the
-server, were the bottleneck. On a machine whose speed varies, both ratios vary with it: compare "off again".
+rounds. "client CPU µs/check" is the benchmark process's CPU time per check (every thread, the SQLite writer's
+included); "CPU-bound ratio" is the neighbouring off batches' CPU per check over the configuration's (median over
+rounds): the throughput ratio the client would see if it, not the server, were the bottleneck. On a machine whose
+speed varies, both ratios vary with it: compare "off again".
 
-    .venv/bin/python bench/trace_overhead.py [--rounds 21] [--requests 200] [--json results.json]
+    .venv/bin/python bench/trace_overhead.py [--rounds 21] [--requests 200] [--mode both|streamed|not-streamed]
+        [--only NAME ...] [--json results.json]
 """
 
 from __future__ import annotations
@@ -43,7 +49,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +61,15 @@ from tarsguard.tracing import JsonlSink, OTelSpans, SQLiteSink, Tracer
 CONCURRENCY = 64
 TARGETS = {"jsonl": 0.95, "sqlite": 0.90}
 TIMED_BATCHES = 3
+TRIM = 0.2
+"""Share of rounds dropped from each end before averaging a configuration's ratios."""
+SHARED_NEIGHBOURS = math.sqrt(4 / 3)
+"""How much wider a confidence interval gets because two rounds of a configuration can share an off batch.
+
+One batch of off is the neighbour of the configurations before and after it, so two rounds' log ratios can be
+correlated: at most 1/6 (each shares a quarter of a batch's variance, out of one and a half). Counting every pair as
+correlated widens the variance of their mean by at most 1 + 2/6.
+"""
 
 
 class TimedTracer(Tracer):
@@ -135,21 +150,14 @@ class Config:
         return verdict
 
 
-def configs(folder: Path) -> list[Config]:
-    found = [
-        Config("off", None),
-        Config("off again", None),
-        Config("jsonl", TimedTracer([JsonlSink(folder / "traces.jsonl")])),
-        Config("jsonl, linger=0", TimedTracer([JsonlSink(folder / "each.jsonl")], linger=0)),
-        Config("sqlite", TimedTracer([SQLiteSink(folder / "traces.db")])),
-        Config("sqlite, linger=0", TimedTracer([SQLiteSink(folder / "each.db")], linger=0)),
-    ]
+def otel_config(folder: Path) -> Config | None:
+    """Spans on an OTel SDK provider (batch processor, in-memory exporter); ``None`` without the SDK."""
     try:
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
         from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
     except ImportError:
-        return found
+        return None
     provider = TracerProvider()
     exporter = InMemorySpanExporter()
     provider.add_span_processor(BatchSpanProcessor(exporter))
@@ -158,8 +166,28 @@ def configs(folder: Path) -> list[Config]:
         provider.force_flush()
         exporter.clear()
 
-    found.append(Config("otel", TimedTracer(spans=OTelSpans(provider)), flush_spans))
-    return found
+    return Config("otel", TimedTracer(spans=OTelSpans(provider)), flush_spans)
+
+
+CONFIGS: dict[str, Callable[[Path], Config | None]] = {
+    "off again": lambda folder: Config("off again", None),
+    "jsonl": lambda folder: Config("jsonl", TimedTracer([JsonlSink(folder / "traces.jsonl")])),
+    "jsonl, linger=0": lambda folder: Config(
+        "jsonl, linger=0", TimedTracer([JsonlSink(folder / "each.jsonl")], linger=0)
+    ),
+    "sqlite": lambda folder: Config("sqlite", TimedTracer([SQLiteSink(folder / "traces.db")])),
+    "sqlite, linger=0": lambda folder: Config(
+        "sqlite, linger=0", TimedTracer([SQLiteSink(folder / "each.db")], linger=0)
+    ),
+    "otel": otel_config,
+}
+"""The configurations compared with off, by name."""
+
+
+def configs(folder: Path, only: Collection[str] = ()) -> list[Config]:
+    """Off, then the configurations named in ``only`` (every one when it is empty)."""
+    chosen = [make(folder) for name, make in CONFIGS.items() if not only or name in only]
+    return [Config("off", None)] + [config for config in chosen if config is not None]
 
 
 async def run_batch(config: Config, guard: AsyncGuard, requests: int) -> tuple[float, float]:
@@ -182,9 +210,11 @@ async def run_batch(config: Config, guard: AsyncGuard, requests: int) -> tuple[f
     return requests / (time.perf_counter() - started), (time.process_time() - cpu) / requests * 1e6
 
 
-async def measure(base_url: str, stream: bool, rounds: int, requests: int, folder: Path) -> dict[str, dict[str, Any]]:
+async def measure(
+    base_url: str, stream: bool, rounds: int, requests: int, folder: Path, only: Collection[str] = ()
+) -> dict[str, dict[str, Any]]:
     guard = AsyncGuard(base_url, model=MODEL, stream=stream, max_retries=0)
-    runs = configs(folder)
+    runs = configs(folder, only)
     for config in runs:  # warm up: pools, pydantic, sinks' files and threads
         await run_batch(config, guard, 256)
     off, others = runs[0], runs[1:]
@@ -219,10 +249,14 @@ async def measure(base_url: str, stream: bool, rounds: int, requests: int, folde
         stats = config.tracer.stats() if config.tracer else None
         mine = ratios[config.name]
         quartiles = statistics.quantiles(mine, n=4) if len(mine) > 1 else mine * 3
+        ratio, ratio_ci = summarise(mine) if config is not off else (1.0, (1.0, 1.0))
         results[config.name] = {
             "rps": statistics.median(throughput[config.name]),
-            "ratio": statistics.median(mine),
+            "ratio": ratio,
+            "ratio_ci": ratio_ci,
+            "ratio_median": statistics.median(mine),
             "ratio_iqr": (quartiles[0], quartiles[2]),
+            "ratios": mine,
             "cpu_us": statistics.median(cpu[config.name]),
             "cpu_ratio": statistics.median(cpu_ratios[config.name]),
             "record_us": config.tracer_s / config.records * 1e6 if config.records else 0.0,
@@ -233,30 +267,70 @@ async def measure(base_url: str, stream: bool, rounds: int, requests: int, folde
     return results
 
 
+def summarise(ratios: list[float]) -> tuple[float, tuple[float, float]]:
+    """The 20%-trimmed geometric mean of ``ratios``, and its 95% confidence interval.
+
+    Trimmed, so a batch the machine stalled in cannot move it; a mean, because it needs about 0.7x the rounds of a
+    median for the same precision. The interval is Tukey and McLaughlin's (the winsorized standard deviation, Student's
+    t with n - 2g - 1 degrees of freedom), widened by ``SHARED_NEIGHBOURS``.
+    """
+    logs = sorted(math.log(ratio) for ratio in ratios)
+    n = len(logs)
+    cut = int(TRIM * n)
+    centre = statistics.fmean(logs[cut : n - cut])
+    if n - 2 * cut < 2:
+        return math.exp(centre), (math.nan, math.nan)
+    winsorized = [logs[cut]] * cut + logs[cut : n - cut] + [logs[n - cut - 1]] * cut
+    error = statistics.stdev(winsorized) / ((1 - 2 * cut / n) * math.sqrt(n)) * SHARED_NEIGHBOURS
+    z = statistics.NormalDist().inv_cdf(0.975)
+    t = z + (z**3 + z) / (4 * (n - 2 * cut - 1))  # Student's t quantile, to ~0.5% from 10 degrees of freedom on
+    return math.exp(centre), (math.exp(centre - t * error), math.exp(centre + t * error))
+
+
+def verdict(ratio_ci: tuple[float, float], target: float) -> str:
+    """``met`` when the whole interval clears the target, ``MISSED`` when none of it does, else ``unsettled``."""
+    low, high = ratio_ci
+    if low >= target:
+        return "met"
+    if high < target:
+        return "MISSED"
+    return "unsettled: more rounds"
+
+
 def table(results: dict[str, dict[str, dict[str, Any]]]) -> str:
     lines = [
-        "| mode | trace | c=64 throughput | vs off (middle half of rounds) | target | client CPU µs/check "
-        "| CPU-bound ratio | tracer µs/check | sink failures |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| mode | trace | c=64 throughput | vs off (95% CI) | target | vs off: median (middle half) "
+        "| client CPU µs/check | CPU-bound ratio | tracer µs/check | sink failures |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for mode, by_config in results.items():
         for name, r in by_config.items():
             target = TARGETS.get(name)
-            verdict = "" if target is None else f">= {target:.2f}x {'met' if r['ratio'] >= target else 'MISSED'}"
+            check = "" if target is None else f">= {target:.2f}x {verdict(r['ratio_ci'], target)}"
+            ci_low, ci_high = r["ratio_ci"]
             low, high = r["ratio_iqr"]
             lines.append(
-                f"| {mode} | {name} | {r['rps']:.0f} req/s | {r['ratio']:.2f}x ({low:.2f}-{high:.2f}) | {verdict} "
-                f"| {r['cpu_us']:.0f} | {r['cpu_ratio']:.2f}x | {r['record_us']:.0f} | {r['failed']} |"
+                f"| {mode} | {name} | {r['rps']:.0f} req/s | {r['ratio']:.3f}x ({ci_low:.3f}-{ci_high:.3f}) | {check} "
+                f"| {r['ratio_median']:.2f}x ({low:.2f}-{high:.2f}) | {r['cpu_us']:.0f} | {r['cpu_ratio']:.2f}x "
+                f"| {r['record_us']:.0f} | {r['failed']} |"
             )
     return "\n".join(lines)
+
+
+MODES = {"streamed": ("streamed (default)", True), "not-streamed": ("not streamed", False)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=21)
     parser.add_argument("--requests", type=int, default=200, help="checks per round and configuration")
-    parser.add_argument("--json", type=Path, help="also write the results as JSON here")
+    parser.add_argument("--mode", choices=(*MODES, "both"), default="both", help="streamed checks, or not, or both")
+    parser.add_argument(
+        "--only", action="append", choices=CONFIGS, default=[], help="compare only this configuration with off (repeat)"
+    )
+    parser.add_argument("--json", type=Path, help="also write the results as JSON here, each round's ratio included")
     args = parser.parse_args()
+    modes = list(MODES) if args.mode == "both" else [args.mode]
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         replies = folder / "replies.jsonl"
@@ -264,8 +338,10 @@ def main() -> None:
         proc, base_url = start_server(replies)
         try:
             results = {
-                "streamed (default)": asyncio.run(measure(base_url, True, args.rounds, args.requests, folder / "s")),
-                "not streamed": asyncio.run(measure(base_url, False, args.rounds, args.requests, folder / "n")),
+                MODES[mode][0]: asyncio.run(
+                    measure(base_url, MODES[mode][1], args.rounds, args.requests, folder / mode, args.only)
+                )
+                for mode in modes
             }
         finally:
             proc.terminate()
@@ -273,8 +349,9 @@ def main() -> None:
     print(
         f"scripted server on loopback, ~{len(CONTENT.split())}-word TARS-format reply, c={CONCURRENCY}, "
         f"{args.rounds} rounds of {args.requests} checks per configuration, each batch between two of off; "
-        f"throughput: median; vs off: median over rounds of the batch's ratio to its two neighbours, and the range of "
-        f"its middle half; {sys.platform}"
+        f"throughput: median; vs off: each round's ratio is the batch's throughput over its two neighbours' geometric "
+        f"mean; the 20%-trimmed geometric mean of those and its 95% confidence interval; their median and middle half; "
+        f"{sys.platform}"
     )
     print(table(results))
     if args.json:
