@@ -36,6 +36,7 @@ speed varies, both ratios vary with it: compare "off again".
 
     .venv/bin/python bench/trace_overhead.py [--rounds 21] [--requests 200] [--mode both|streamed|not-streamed]
         [--only NAME ...] [--json results.json]
+    .venv/bin/python bench/trace_overhead.py --pool results.json more.json   # the rounds of several runs together
 """
 
 from __future__ import annotations
@@ -317,6 +318,27 @@ def table(results: dict[str, dict[str, dict[str, Any]]]) -> str:
     return "\n".join(lines)
 
 
+def pooled_table(paths: list[Path]) -> str:
+    """Each row's rounds from several ``--json`` results, summarised together."""
+    rounds: dict[tuple[str, str], list[float]] = {}
+    runs: dict[tuple[str, str], int] = {}
+    for path in paths:
+        for mode, by_config in json.loads(path.read_text()).items():
+            for name, result in by_config.items():
+                if name != "off":
+                    rounds.setdefault((mode, name), []).extend(result["ratios"])
+                    runs[mode, name] = runs.get((mode, name), 0) + 1
+    lines = ["| mode | trace | runs | rounds | vs off (95% CI) | target |", "|---|---|---:|---:|---:|---:|"]
+    for (mode, name), ratios in rounds.items():
+        ratio, (low, high) = summarise(ratios)
+        target = TARGETS.get(name)
+        check = "" if target is None else f">= {target:.2f}x {verdict((low, high), target)}"
+        lines.append(
+            f"| {mode} | {name} | {runs[mode, name]} | {len(ratios)} | {ratio:.3f}x ({low:.3f}-{high:.3f}) | {check} |"
+        )
+    return "\n".join(lines)
+
+
 MODES = {"streamed": ("streamed (default)", True), "not-streamed": ("not streamed", False)}
 
 
@@ -329,7 +351,13 @@ def main() -> None:
         "--only", action="append", choices=CONFIGS, default=[], help="compare only this configuration with off (repeat)"
     )
     parser.add_argument("--json", type=Path, help="also write the results as JSON here, each round's ratio included")
+    parser.add_argument(
+        "--pool", type=Path, nargs="+", metavar="JSON", help="summarise earlier --json results together"
+    )
     args = parser.parse_args()
+    if args.pool:
+        print(pooled_table(args.pool))
+        return
     modes = list(MODES) if args.mode == "both" else [args.mode]
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
