@@ -151,7 +151,7 @@ class Config:
         return verdict
 
 
-def otel_config(folder: Path) -> Config | None:
+def otel_config(name: str, folder: Path) -> Config | None:
     """Spans on an OTel SDK provider (batch processor, in-memory exporter); ``None`` without the SDK."""
     try:
         from opentelemetry.sdk.trace import TracerProvider
@@ -167,27 +167,23 @@ def otel_config(folder: Path) -> Config | None:
         provider.force_flush()
         exporter.clear()
 
-    return Config("otel", TimedTracer(spans=OTelSpans(provider)), flush_spans)
+    return Config(name, TimedTracer(spans=OTelSpans(provider)), flush_spans)
 
 
-CONFIGS: dict[str, Callable[[Path], Config | None]] = {
-    "off again": lambda folder: Config("off again", None),
-    "jsonl": lambda folder: Config("jsonl", TimedTracer([JsonlSink(folder / "traces.jsonl")])),
-    "jsonl, linger=0": lambda folder: Config(
-        "jsonl, linger=0", TimedTracer([JsonlSink(folder / "each.jsonl")], linger=0)
-    ),
-    "sqlite": lambda folder: Config("sqlite", TimedTracer([SQLiteSink(folder / "traces.db")])),
-    "sqlite, linger=0": lambda folder: Config(
-        "sqlite, linger=0", TimedTracer([SQLiteSink(folder / "each.db")], linger=0)
-    ),
+CONFIGS: dict[str, Callable[[str, Path], Config | None]] = {
+    "off again": lambda name, folder: Config(name, None),
+    "jsonl": lambda name, folder: Config(name, TimedTracer([JsonlSink(folder / "traces.jsonl")])),
+    "jsonl, linger=0": lambda name, folder: Config(name, TimedTracer([JsonlSink(folder / "each.jsonl")], linger=0)),
+    "sqlite": lambda name, folder: Config(name, TimedTracer([SQLiteSink(folder / "traces.db")])),
+    "sqlite, linger=0": lambda name, folder: Config(name, TimedTracer([SQLiteSink(folder / "each.db")], linger=0)),
     "otel": otel_config,
 }
-"""The configurations compared with off, by name."""
+"""The configurations compared with off: each made from its name and a folder for its files."""
 
 
 def configs(folder: Path, only: Collection[str] = ()) -> list[Config]:
     """Off, then the configurations named in ``only`` (every one when it is empty)."""
-    chosen = [make(folder) for name, make in CONFIGS.items() if not only or name in only]
+    chosen = [make(name, folder) for name, make in CONFIGS.items() if not only or name in only]
     return [Config("off", None)] + [config for config in chosen if config is not None]
 
 
@@ -288,14 +284,15 @@ def summarise(ratios: list[float]) -> tuple[float, tuple[float, float]]:
     return math.exp(centre), (math.exp(centre - t * error), math.exp(centre + t * error))
 
 
-def verdict(ratio_ci: tuple[float, float], target: float) -> str:
-    """``met`` when the whole interval clears the target, ``MISSED`` when none of it does, else ``unsettled``."""
+def target_cell(name: str, ratio_ci: tuple[float, float]) -> str:
+    """A row's target and its verdict: ``met`` when the whole interval clears the target, ``MISSED`` when none of it
+    does, else ``unsettled``; empty for a row without a target."""
+    target = TARGETS.get(name)
+    if target is None:
+        return ""
     low, high = ratio_ci
-    if low >= target:
-        return "met"
-    if high < target:
-        return "MISSED"
-    return "unsettled: more rounds"
+    verdict = "met" if low >= target else "MISSED" if high < target else "unsettled: more rounds"
+    return f">= {target:.2f}x {verdict}"
 
 
 def table(results: dict[str, dict[str, dict[str, Any]]]) -> str:
@@ -306,12 +303,11 @@ def table(results: dict[str, dict[str, dict[str, Any]]]) -> str:
     ]
     for mode, by_config in results.items():
         for name, r in by_config.items():
-            target = TARGETS.get(name)
-            check = "" if target is None else f">= {target:.2f}x {verdict(r['ratio_ci'], target)}"
             ci_low, ci_high = r["ratio_ci"]
             low, high = r["ratio_iqr"]
             lines.append(
-                f"| {mode} | {name} | {r['rps']:.0f} req/s | {r['ratio']:.3f}x ({ci_low:.3f}-{ci_high:.3f}) | {check} "
+                f"| {mode} | {name} | {r['rps']:.0f} req/s | {r['ratio']:.3f}x ({ci_low:.3f}-{ci_high:.3f}) "
+                f"| {target_cell(name, r['ratio_ci'])} "
                 f"| {r['ratio_median']:.2f}x ({low:.2f}-{high:.2f}) | {r['cpu_us']:.0f} | {r['cpu_ratio']:.2f}x "
                 f"| {r['record_us']:.0f} | {r['failed']} |"
             )
@@ -331,10 +327,9 @@ def pooled_table(paths: list[Path]) -> str:
     lines = ["| mode | trace | runs | rounds | vs off (95% CI) | target |", "|---|---|---:|---:|---:|---:|"]
     for (mode, name), ratios in rounds.items():
         ratio, (low, high) = summarise(ratios)
-        target = TARGETS.get(name)
-        check = "" if target is None else f">= {target:.2f}x {verdict((low, high), target)}"
         lines.append(
-            f"| {mode} | {name} | {runs[mode, name]} | {len(ratios)} | {ratio:.3f}x ({low:.3f}-{high:.3f}) | {check} |"
+            f"| {mode} | {name} | {runs[mode, name]} | {len(ratios)} | {ratio:.3f}x ({low:.3f}-{high:.3f}) "
+            f"| {target_cell(name, (low, high))} |"
         )
     return "\n".join(lines)
 
