@@ -36,7 +36,7 @@ speed varies, both ratios vary with it: compare "off again".
 
     .venv/bin/python bench/trace_overhead.py [--rounds 21] [--requests 200] [--mode both|streamed|not-streamed]
         [--only NAME ...] [--json results.json]
-    .venv/bin/python bench/trace_overhead.py --pool results.json more.json   # the rounds of several runs together
+    .venv/bin/python bench/trace_overhead.py --pool results.json more.json   # several runs together
 """
 
 from __future__ import annotations
@@ -284,14 +284,14 @@ def summarise(ratios: list[float]) -> tuple[float, tuple[float, float]]:
     return math.exp(centre), (math.exp(centre - t * error), math.exp(centre + t * error))
 
 
-def target_cell(name: str, ratio_ci: tuple[float, float]) -> str:
+def target_cell(name: str, ratio_ci: tuple[float, float], more: str = "rounds") -> str:
     """A row's target and its verdict: ``met`` when the whole interval clears the target, ``MISSED`` when none of it
-    does, else ``unsettled``; empty for a row without a target."""
+    does, else ``unsettled`` (needing more ``more``); empty for a row without a target."""
     target = TARGETS.get(name)
     if target is None:
         return ""
     low, high = ratio_ci
-    verdict = "met" if low >= target else "MISSED" if high < target else "unsettled: more rounds"
+    verdict = "met" if low >= target else "MISSED" if high < target else f"unsettled: more {more}"
     return f">= {target:.2f}x {verdict}"
 
 
@@ -315,23 +315,54 @@ def table(results: dict[str, dict[str, dict[str, Any]]]) -> str:
 
 
 def pooled_table(paths: list[Path]) -> str:
-    """Each row's rounds from several ``--json`` results, summarised together."""
+    """Each row's rounds from several ``--json`` results, summarised two ways: all rounds together, and each run as one
+    reading (the geometric mean of the runs' trimmed means, with Student's t over runs).
+
+    Rounds pooled assume every round is independent; runs on different days or stretches of the machine can differ by
+    more than their own intervals allow, and only the interval over runs sees that. A target reads ``met`` only when
+    both intervals clear it (the rounds' alone for a single run).
+    """
     rounds: dict[tuple[str, str], list[float]] = {}
-    runs: dict[tuple[str, str], int] = {}
+    per_run: dict[tuple[str, str], list[float]] = {}
     for path in paths:
         for mode, by_config in json.loads(path.read_text()).items():
             for name, result in by_config.items():
                 if name != "off":
                     rounds.setdefault((mode, name), []).extend(result["ratios"])
-                    runs[mode, name] = runs.get((mode, name), 0) + 1
-    lines = ["| mode | trace | runs | rounds | vs off (95% CI) | target |", "|---|---|---:|---:|---:|---:|"]
+                    per_run.setdefault((mode, name), []).append(summarise(result["ratios"])[0])
+    lines = [
+        "| mode | trace | runs | rounds | rounds pooled (95% CI) | runs (95% CI) | each run | target |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for (mode, name), ratios in rounds.items():
         ratio, (low, high) = summarise(ratios)
+        runs = per_run[mode, name]
+        run_ratio, (run_low, run_high) = between_runs(runs)
+        envelope = (low, high) if len(runs) < 2 else (min(low, run_low), max(high, run_high))
         lines.append(
-            f"| {mode} | {name} | {runs[mode, name]} | {len(ratios)} | {ratio:.3f}x ({low:.3f}-{high:.3f}) "
-            f"| {target_cell(name, (low, high))} |"
+            f"| {mode} | {name} | {len(runs)} | {len(ratios)} | {ratio:.3f}x ({low:.3f}-{high:.3f}) "
+            f"| {f'{run_ratio:.3f}x ({run_low:.3f}-{run_high:.3f})' if len(runs) > 1 else 'one run'} "
+            f"| {', '.join(f'{r:.3f}' for r in runs)} "
+            f"| {target_cell(name, envelope, more='runs')} |"
         )
     return "\n".join(lines)
+
+
+T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228)
+"""Student's t 97.5% quantiles for 1 to 10 degrees of freedom."""
+
+
+def between_runs(estimates: list[float]) -> tuple[float, tuple[float, float]]:
+    """The geometric mean of several runs' ratios and its 95% interval (Student's t over runs; NaN for one run)."""
+    logs = [math.log(estimate) for estimate in estimates]
+    centre = statistics.fmean(logs)
+    df = len(logs) - 1
+    if df < 1:
+        return math.exp(centre), (math.nan, math.nan)
+    z = statistics.NormalDist().inv_cdf(0.975)
+    t = T_975[df - 1] if df <= len(T_975) else z + (z**3 + z) / (4 * df)
+    error = t * statistics.stdev(logs) / math.sqrt(len(logs))
+    return math.exp(centre), (math.exp(centre - error), math.exp(centre + error))
 
 
 MODES = {"streamed": ("streamed (default)", True), "not-streamed": ("not streamed", False)}
