@@ -340,7 +340,7 @@ def pooled_table(paths: list[Path]) -> str:
             for name, result in by_config.items():
                 if name != "off":
                     rounds.setdefault((mode, name), []).extend(result["ratios"])
-                    per_run.setdefault((mode, name), []).append(summarise(result["ratios"])[0])
+                    per_run.setdefault((mode, name), []).append(result["ratio"])
     lines = [
         "| mode | trace | runs | rounds | rounds pooled (95% CI) | runs (95% CI) | each run | target |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
@@ -348,11 +348,14 @@ def pooled_table(paths: list[Path]) -> str:
     for (mode, name), ratios in rounds.items():
         ratio, (low, high) = summarise(ratios)
         runs = per_run[mode, name]
-        run_ratio, (run_low, run_high) = between_runs(runs)
-        envelope = (low, high) if len(runs) < 2 else (min(low, run_low), max(high, run_high))
+        if len(runs) > 1:
+            run_ratio, (run_low, run_high) = between_runs(runs)
+            run_cell = f"{run_ratio:.3f}x ({run_low:.3f}-{run_high:.3f})"
+            envelope = (min(low, run_low), max(high, run_high))
+        else:
+            run_cell, envelope = "one run", (low, high)
         lines.append(
-            f"| {mode} | {name} | {len(runs)} | {len(ratios)} | {ratio:.3f}x ({low:.3f}-{high:.3f}) "
-            f"| {f'{run_ratio:.3f}x ({run_low:.3f}-{run_high:.3f})' if len(runs) > 1 else 'one run'} "
+            f"| {mode} | {name} | {len(runs)} | {len(ratios)} | {ratio:.3f}x ({low:.3f}-{high:.3f}) | {run_cell} "
             f"| {', '.join(f'{r:.3f}' for r in runs)} "
             f"| {target_cell(name, envelope, more='runs')} |"
         )
@@ -360,13 +363,10 @@ def pooled_table(paths: list[Path]) -> str:
 
 
 def between_runs(estimates: list[float]) -> tuple[float, tuple[float, float]]:
-    """The geometric mean of several runs' ratios and its 95% interval (Student's t over runs; NaN for one run)."""
+    """The geometric mean of two or more runs' ratios and its 95% interval (Student's t over runs)."""
     logs = [math.log(estimate) for estimate in estimates]
     centre = statistics.fmean(logs)
-    df = len(logs) - 1
-    if df < 1:
-        return math.exp(centre), (math.nan, math.nan)
-    error = t_975(df) * statistics.stdev(logs) / math.sqrt(len(logs))
+    error = t_975(len(logs) - 1) * statistics.stdev(logs) / math.sqrt(len(logs))
     return math.exp(centre), (math.exp(centre - error), math.exp(centre + error))
 
 
