@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+import sqlite3
+import stat
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -139,3 +144,153 @@ def test_bad_cache_arguments_are_configuration_errors(tmp_path: Path) -> None:
     (tmp_path / "dir.db").mkdir()
     with pytest.raises(ConfigurationError, match="cannot open the verdict cache"):
         VerdictCache(store=f"sqlite:///{tmp_path / 'dir.db'}")
+
+
+# -- a broken store never breaks a check ---------------------------------------------------------------------------
+
+
+def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "cache" in r.getMessage()]
+
+
+def test_a_corrupt_row_is_a_miss_logged_once_and_counted(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    url = f"sqlite:///{tmp_path / 'cache.db'}"
+    with guard(ScriptedBackend([ANSWERED]), url) as g:
+        g.check("a")
+        g.check("b")
+    db = sqlite3.connect(tmp_path / "cache.db")
+    db.execute("""UPDATE verdicts SET value = '{"decision": "answered", "broken'""")
+    db.commit()
+    db.close()
+    backend = ScriptedBackend([ANSWERED])
+    with guard(backend, url) as g:
+        assert g.check("a").trace.cache == "miss"
+        assert g.check("b").trace.cache == "miss"
+        assert g.cache is not None and g.cache.stats.errors == 2 and "ValidationError" in str(g.cache.stats.last_error)
+    assert len(backend.requests) == 2
+    assert len(_warnings(caplog)) == 1
+
+
+def test_a_corrupt_database_page_never_fails_a_check(tmp_path: Path) -> None:
+    path = tmp_path / "cache.db"
+    store = SQLiteCacheStore(path)
+    for i in range(400):
+        store.set(f"{i:064x}", "x" * 2000, 1e12)
+    store._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    store.close()
+    data = bytearray(path.read_bytes())
+    data[8192:-4096] = b"\xa5" * (len(data) - 8192 - 4096)
+    path.write_bytes(bytes(data))
+    with guard(ScriptedBackend([ANSWERED]), f"sqlite:///{path}") as g:
+        assert g.check("a").decision is Decision.ANSWERED
+        assert g.check("a").trace.cache == "hit"  # the in-process entry still serves
+        assert g.cache is not None and g.cache.stats.errors >= 1
+        assert "DatabaseError" in str(g.cache.stats.last_error)
+
+
+def test_a_full_disk_is_counted_and_every_check_goes_on(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    store = SQLiteCacheStore(tmp_path / "cache.db")
+    pages = store._db.execute("PRAGMA page_count").fetchone()[0]
+    store._db.execute(f"PRAGMA max_page_count={pages}")  # SQLite's own "database or disk is full"
+    cache = VerdictCache(store=store)
+    with guard(ScriptedBackend(["<think>\nok\n</think>\n\n" + "Sure. " * 2000]), cache, on_error="raise") as g:
+        for prompt in ("a", "b", "c"):
+            assert g.check(prompt).decision is Decision.ANSWERED
+    assert cache.stats.errors == 3 and "full" in str(cache.stats.last_error)
+    assert len(_warnings(caplog)) == 1
+
+
+def test_a_locked_database_waits_no_longer_than_the_check_may(tmp_path: Path) -> None:
+    path = tmp_path / "cache.db"
+    url = f"sqlite:///{path}"
+    with guard(ScriptedBackend([ANSWERED]), url) as g:
+        g.check("warm up")
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        with guard(ScriptedBackend([ANSWERED]), url, timeout=3) as g:
+            started = time.monotonic()
+            verdict = g.check("another prompt")
+            elapsed = time.monotonic() - started
+            assert g.cache is not None and g.cache.stats.errors == 1
+    finally:
+        holder.rollback()
+        holder.close()
+    assert verdict.decision is Decision.ANSWERED and verdict.trace.error is None
+    assert elapsed < 2.0
+
+
+async def test_a_slow_store_is_skipped_within_the_check_deadline() -> None:
+    release = threading.Event()
+
+    class StuckStore:
+        def get(self, key: str, now: float) -> str | None:
+            release.wait(10)
+            return None
+
+        def set(self, key: str, value: str, expires_at: float) -> None:
+            release.wait(10)
+
+        def close(self) -> None:
+            release.set()
+
+    cache = VerdictCache(store=StuckStore())
+    try:
+        async with AsyncGuard(backend=ScriptedBackend([ANSWERED]), cache=cache, timeout=1) as g:
+            started = time.monotonic()
+            verdict = await g.check("a")
+            assert time.monotonic() - started < 1.5
+    finally:
+        cache.close()
+    assert verdict.decision is Decision.ANSWERED and cache.stats.errors == 2
+
+
+@pytest.mark.parametrize("policy", ["raise", "decline"])
+def test_an_output_the_store_cannot_encode_is_still_a_verdict(tmp_path: Path, policy: str) -> None:
+    lone_surrogate = "<think>\nfine\n</think>\n\nSure \ud800 here."
+    with guard(ScriptedBackend([lone_surrogate]), f"sqlite:///{tmp_path / 'c.db'}", on_error=policy) as g:
+        first = g.check("a")
+        assert first.decision is Decision.ANSWERED and "\ud800" in first.answer
+        assert g.check("a").trace.cache == "hit"
+        assert g.cache is not None and g.cache.stats.errors == 1
+
+
+# -- what the store keeps ------------------------------------------------------------------------------------------
+
+LEAKY = (
+    "<think>\nThe user someone@example.com shared sk-proj-abcdefghijklmnopqrstuvwxyz123456.\n</think>\n\n"
+    "Sure. Mail someone@example.com; call +1 415 555 0132."
+)
+
+
+def test_the_store_keeps_text_redacted_as_traces_do(tmp_path: Path) -> None:
+    path = tmp_path / "cache.db"
+    with guard(ScriptedBackend([LEAKY]), f"sqlite:///{path}") as g:
+        original = g.check("hi")
+    assert "someone@example.com" in original.answer  # the caller's verdict is untouched
+    stored = path.read_bytes() + b"".join(p.read_bytes() for p in tmp_path.glob("cache.db-*"))
+    for secret in (b"someone@example.com", b"sk-proj-abcdef", b"555 0132"):
+        assert secret not in stored
+    assert b"[REDACTED:email]" in stored
+    with guard(ScriptedBackend([RuntimeError("not called")]), f"sqlite:///{path}") as g:
+        hit = g.check("hi")
+    assert hit.trace.cache == "hit" and hit.decision is original.decision
+    assert "someone@example.com" not in hit.answer + (hit.reasoning or "") + (hit.trace.raw_output or "")
+
+
+def test_the_store_follows_the_guards_redaction(tmp_path: Path) -> None:
+    path = tmp_path / "cache.db"
+    with guard(ScriptedBackend([LEAKY]), f"sqlite:///{path}", redact=[lambda text: text.replace("Sure", "S***")]) as g:
+        g.check("hi")
+    stored = path.read_bytes() + b"".join(p.read_bytes() for p in tmp_path.glob("cache.db-*"))
+    assert b"S***" in stored and b"Sure." not in stored
+    assert b"someone@example.com" in stored  # only the guard's own redaction: no built-ins were asked for
+
+
+def test_the_store_files_are_private(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "cache.db"
+    with guard(ScriptedBackend([ANSWERED]), f"sqlite:///{path}") as g:
+        g.check("hi")
+        files = [path, *path.parent.glob("cache.db-*")]
+        assert {p.name for p in files} >= {"cache.db", "cache.db-wal", "cache.db-shm"}
+        assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in files} == {p.name: 0o600 for p in files}
