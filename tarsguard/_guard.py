@@ -26,6 +26,7 @@ from ._config import (
     merge_sampling,
     resolve,
     resolve_base_url,
+    resolve_min_confidence,
     resolve_timeout,
 )
 from ._early import EarlyStop
@@ -54,7 +55,7 @@ from .detect import DecisionDetector, default_detector
 if TYPE_CHECKING:
     from ._cache import VerdictCache
     from .middleware import ProtectOptions
-    from .tracing import RedactSpec, Tracer, TraceSpec
+    from .tracing import Redactor, RedactSpec, Tracer, TraceSpec
 
 __all__ = ["AsyncGuard", "CheckResult", "Guard", "SamplingOverrides"]
 
@@ -134,6 +135,7 @@ class _GuardCore:
         early_stop: bool | EarlyStop | None = None,
         max_reasoning_tokens: int | None = None,
         cache: VerdictCache | bool | str | None = None,
+        min_confidence: float | None = None,
         **sampling: Unpack[SamplingOverrides],
     ) -> None:
         if on_error not in _POLICIES:
@@ -163,6 +165,7 @@ class _GuardCore:
         self._sampling = merge_sampling(DEFAULT_SAMPLING, dict(sampling))
         self._stream = stream
         self._on_error: ErrorPolicy = on_error
+        self._min_confidence = resolve_min_confidence(min_confidence)
         self._detector = detector or default_detector()
         # A detector that needs I/O (an LLM judge) offers an async ``aassess``; the guard prefers it.
         self._aassess: Callable[..., Awaitable[Assessment]] | None = getattr(self._detector, "aassess", None)
@@ -183,6 +186,12 @@ class _GuardCore:
             from .tracing import resolve_tracer
 
             self._tracer = resolve_tracer(trace, redact=redact, sample=trace_sample)
+        self._cache_redactor: Redactor | None = None
+        if self._cache is not None:
+            # The shared cache store keeps verdicts' text as traces do: through the same redaction.
+            from .tracing._redact import make_redactor
+
+            self._cache_redactor = self._tracer._redactor if self._tracer is not None else make_redactor(redact)
 
     @property
     def backend(self) -> Backend:
@@ -198,6 +207,11 @@ class _GuardCore:
     def early_stop(self) -> EarlyStop | None:
         """When checks end the generation early; ``None`` when they do not (unless a call asks)."""
         return self._early_stop
+
+    @property
+    def min_confidence(self) -> float:
+        """The confidence an answered decision needs before a verdict allows the prompt."""
+        return self._min_confidence
 
     @property
     def cache(self) -> VerdictCache | None:
@@ -290,20 +304,22 @@ class _GuardCore:
         early = self._early_policy(early_stop)
         request = GenerationRequest(messages, params, limits, stream=self._stream, model=model or self._model)
         cache, key = self._cache, None
+        loop = asyncio.get_running_loop()
+        ends_at = None if limits.total is None else loop.time() + limits.total
         if cache is not None:
             key = self._cache_key(request, early)
-            hit = cache.get(key)
+            hit = await cache.aget(key, timeout=limits.total)
             if hit is not None:
                 if on_text is not None:
                     if hit.reasoning:
                         on_text(TextChunk("reasoning", hit.reasoning))
                     on_text(TextChunk("answer", hit.answer))
-                return hit
+                return self._thresholded(hit)
         verdict_id = uuid.uuid4().hex
         created_at = datetime.now(UTC)
         started = time.perf_counter()
         collected = _Collected()
-        deadline = asyncio.timeout(limits.total)
+        deadline = asyncio.timeout_at(ends_at)
         try:
             async with deadline:
                 await self._collect(request, collected, started, early, messages[-1]["content"], on_text)
@@ -327,7 +343,8 @@ class _GuardCore:
         total_ms = (time.perf_counter() - started) * 1000
         verdict = self._verdict(request, parsed, assessment, collected, verdict_id, created_at, total_ms)
         if cache is not None and key is not None:
-            cache.put(key, verdict)
+            left = None if ends_at is None else ends_at - loop.time()
+            await cache.aput(key, verdict, timeout=left, redactor=self._cache_redactor)
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
                 "verdict %s: %s (%.2f) model=%s total=%.1fms",
@@ -448,6 +465,19 @@ class _GuardCore:
         variant = f"stream={request.stream} early={early} budget={self._max_reasoning_tokens}"
         return cache_key(request.messages, model, request.sampling, self._detector.name, variant)
 
+    def _thresholded(self, verdict: Verdict) -> Verdict:
+        """``verdict`` (a cached one, made under any threshold) judged against this guard's ``min_confidence``."""
+        threshold, before = self._min_confidence, verdict.trace.min_confidence
+        if threshold == before:
+            return verdict
+        evidence = verdict.evidence
+        if before is not None:
+            stale = _below_threshold(verdict.decision, verdict.confidence, before)
+            evidence = tuple(line for line in evidence if line not in stale)
+        evidence += _below_threshold(verdict.decision, verdict.confidence, threshold)
+        trace = verdict.trace.model_copy(update={"min_confidence": threshold})
+        return verdict.model_copy(update={"trace": trace, "evidence": evidence})
+
     async def _assess(self, parsed: ParsedOutput, prompt: str) -> Assessment:
         if self._aassess is not None:
             return await self._aassess(parsed.answer, reasoning=parsed.reasoning, prompt=prompt)
@@ -466,7 +496,8 @@ class _GuardCore:
         end = collected.end or GenerationEnd()
         stopped = collected.stopped
         if assessment is not None:
-            decision, confidence, evidence = assessment.decision, assessment.confidence, assessment.evidence
+            decision, confidence = assessment.decision, assessment.confidence
+            evidence = assessment.evidence + _below_threshold(decision, confidence, self._min_confidence)
         elif stopped is not None:
             budget = f"the reasoning reached its budget of {self._max_reasoning_tokens} tokens"
             decision, confidence, evidence = Decision.UNDETERMINED, 0.0, (f"no decision: {budget}",)
@@ -491,10 +522,11 @@ class _GuardCore:
                 reasoning_end_ms=collected.reasoning_end_ms if request.stream else None,
             ),
             retries=end.retries,
-            detector=self._detector.name,
+            detector=(assessment.detector if assessment is not None else None) or self._detector.name,
             raw_output="".join(collected.content),
             stopped=stopped,
             cache=None if self._cache is None else "miss",
+            min_confidence=self._min_confidence,
             version=__version__,
         )
         return Verdict(
@@ -605,8 +637,10 @@ class AsyncGuard(_GuardCore):
     (else ``TARSGUARD_MODEL``, else the first model the server lists); ``api_key`` (else
     ``TARSGUARD_API_KEY``) is sent as a Bearer token; ``timeout`` (seconds for the whole check, or a
     ``Timeout``; else ``TARSGUARD_TIMEOUT``); ``on_error`` chooses between raising (default), failing closed
-    (``"decline"``) and failing open (``"allow"``) with an undetermined verdict; sampling defaults follow the
-    TARS authors (temperature 0.6, top_p 1.0, max_tokens 4096) and may be overridden here or per call.
+    (``"decline"``) and failing open (``"allow"``) with an undetermined verdict; ``min_confidence`` (else
+    ``TARSGUARD_MIN_CONFIDENCE``, else ``DEFAULT_MIN_CONFIDENCE``) is the confidence an answered decision needs
+    before the verdict allows the prompt; sampling defaults follow the TARS authors (temperature 0.6, top_p 1.0,
+    max_tokens 4096) and may be overridden here or per call.
     """
 
     async def check(
@@ -868,6 +902,16 @@ def _reasoning_steps(collected: _Collected) -> int:
     if collected.closed or not collected.field_steps:
         return collected.field_steps + collected.before_close
     return collected.field_steps
+
+
+def _below_threshold(decision: Decision, confidence: float, threshold: float) -> tuple[str, ...]:
+    """The evidence line of an answered decision read with less confidence than ``threshold`` (else none)."""
+    if decision is not Decision.ANSWERED or confidence >= threshold:
+        return ()
+    shown, limit = f"{confidence:.2f}", f"{threshold:.2f}"
+    if shown == limit:
+        shown, limit = f"{confidence:.4f}", f"{threshold:.4f}"
+    return (f"answered with confidence {shown}, below the guard's threshold {limit}",)
 
 
 def _incomplete_evidence(parsed: ParsedOutput) -> tuple[str, ...]:
