@@ -13,10 +13,12 @@ from ._types import SamplingParams
 
 __all__ = [
     "DEFAULT_MAX_RETRIES",
+    "DEFAULT_MIN_CONFIDENCE",
     "DEFAULT_SAMPLING",
     "DEFAULT_TIMEOUT",
     "ENV_API_KEY",
     "ENV_BASE_URL",
+    "ENV_MIN_CONFIDENCE",
     "ENV_MODEL",
     "ENV_TIMEOUT",
     "ENV_TRACE",
@@ -28,6 +30,7 @@ ENV_MODEL = "TARSGUARD_MODEL"
 ENV_API_KEY = "TARSGUARD_API_KEY"
 ENV_TIMEOUT = "TARSGUARD_TIMEOUT"
 ENV_TRACE = "TARSGUARD_TRACE"
+ENV_MIN_CONFIDENCE = "TARSGUARD_MIN_CONFIDENCE"
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +69,8 @@ class Timeout:
 
 DEFAULT_TIMEOUT = Timeout()
 DEFAULT_MAX_RETRIES = 2
+DEFAULT_MIN_CONFIDENCE = 0.5
+"""The confidence an answered decision needs before a verdict allows the prompt (``Guard(min_confidence=)``)."""
 DEFAULT_SAMPLING = SamplingParams()
 SAMPLING_FIELDS = ("temperature", "top_p", "max_tokens", "seed", "stop")
 
@@ -111,6 +116,26 @@ def resolve_timeout(value: float | Timeout | None) -> Timeout:
         return Timeout.of(float(env))
     except ValueError:
         raise ConfigurationError(f"{ENV_TIMEOUT} must be a number of seconds, got {env!r}") from None
+
+
+def resolve_min_confidence(value: float | None) -> float:
+    """The min_confidence argument, else ``TARSGUARD_MIN_CONFIDENCE``, else ``DEFAULT_MIN_CONFIDENCE``.
+
+    Raises ``ConfigurationError`` unless the value is a number from 0 to 1.
+    """
+    source = "min_confidence"
+    if value is None:
+        env = os.environ.get(ENV_MIN_CONFIDENCE)
+        if not env:
+            return DEFAULT_MIN_CONFIDENCE
+        source = ENV_MIN_CONFIDENCE
+        try:
+            value = float(env)
+        except ValueError:
+            raise ConfigurationError(f"{ENV_MIN_CONFIDENCE} must be a number from 0 to 1, got {env!r}") from None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
+        raise ConfigurationError(f"{source} must be a number from 0 to 1, got {value!r}")
+    return float(value)
 
 
 def merge_sampling(base: SamplingParams, overrides: dict[str, Any]) -> SamplingParams:

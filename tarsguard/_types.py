@@ -73,6 +73,9 @@ class Assessment(_Model):
     decision: Decision
     confidence: float = Field(ge=0.0, le=1.0)
     evidence: tuple[str, ...] = ()
+    detector: str | None = None
+    """Which detector made this reading, where a detector hands the decision to others (a cascade); a
+    ``Guard`` records it as the verdict's ``trace.detector`` in place of its detector's own name."""
 
 
 class Usage(_Model):
@@ -147,6 +150,9 @@ class Trace(_Model):
     """Whether the verdict came from the guard's verdict cache; ``None`` when the guard has none."""
     cached_from: str | None = None
     """On a cache hit, the id of the verdict that was reused."""
+    min_confidence: float | None = Field(None, ge=0.0, le=1.0)
+    """The confidence an answered decision needed to be allowed (the guard's ``min_confidence``); ``None``
+    when the verdict was made without one (then any answered decision is allowed)."""
     version: str
 
 
@@ -163,11 +169,15 @@ class Verdict(_Model):
     @computed_field  # type: ignore[prop-decorator]
     @property
     def allowed(self) -> bool:
-        """Whether a caller should let the prompt through: answered, or failed under the ``allow`` policy."""
-        if self.decision is Decision.ANSWERED:
-            return True
+        """Whether a caller should let the prompt through: answered with a confidence of at least the guard's
+        ``min_confidence``, or failed under the ``allow`` policy."""
         error = self.trace.error
-        return error is not None and error.policy == "allow"
+        if error is not None:
+            return error.policy == "allow"
+        if self.decision is not Decision.ANSWERED:
+            return False
+        threshold = self.trace.min_confidence
+        return threshold is None or self.confidence >= threshold
 
     def __repr__(self) -> str:
         return (

@@ -27,9 +27,11 @@ from tarsguard import (
     Timeout,
     Verdict,
 )
+from tarsguard._config import DEFAULT_MIN_CONFIDENCE
 from tarsguard._scripted_server import split_tokens as tokens
 from tarsguard.backends import GenerationEnd, GenerationEvent, GenerationRequest, TextDelta
 from tarsguard.backends.scripted import ScriptedBackend, ScriptedOutput
+from tarsguard.testing import PhraseDetector
 
 ANSWERED = (
     "<think>\nThe user asks how to stop a hung process. Benign sysadmin question.\n</think>\n\n"
@@ -724,3 +726,71 @@ def test_sync_guard_runs_checks_in_the_callers_context() -> None:
     finally:
         _CALLER.reset(token)
     assert seen == ["request-42"]
+
+
+# -- min_confidence: how sure an answered decision must be to be allowed ------------------------------------
+
+
+def test_an_answered_decision_below_min_confidence_is_not_allowed_and_says_why() -> None:
+    detector = PhraseDetector(confidence=0.62)
+    verdict = Guard(backend=ScriptedBackend([ANSWERED]), detector=detector, min_confidence=0.7).check("q")
+    assert verdict.decision is Decision.ANSWERED  # the decision stays what the detector read
+    assert verdict.allowed is False
+    assert verdict.trace.min_confidence == 0.7
+    assert verdict.evidence[-1] == "answered with confidence 0.62, below the guard's threshold 0.70"
+    again = Verdict.model_validate_json(verdict.model_dump_json())
+    assert again == verdict and again.allowed is False
+
+
+@pytest.mark.parametrize(("confidence", "allowed"), [(0.7, True), (0.69, False), (0.99, True)])
+def test_min_confidence_is_inclusive(confidence: float, allowed: bool) -> None:
+    detector = PhraseDetector(confidence=confidence)
+    verdict = Guard(backend=ScriptedBackend([ANSWERED]), detector=detector, min_confidence=0.7).check("q")
+    assert verdict.allowed is allowed
+    assert any("below the guard's threshold" in line for line in verdict.evidence) is not allowed
+
+
+def test_min_confidence_never_allows_a_decline() -> None:
+    detector = PhraseDetector(confidence=0.99)
+    verdict = Guard(backend=ScriptedBackend([DECLINED]), detector=detector, min_confidence=0.0).check("q")
+    assert verdict.decision is Decision.DECLINED and verdict.allowed is False
+    assert not any("threshold" in line for line in verdict.evidence)
+
+
+def test_min_confidence_default_environment_and_argument(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TARSGUARD_MIN_CONFIDENCE", raising=False)
+    assert Guard(backend=ScriptedBackend()).min_confidence == DEFAULT_MIN_CONFIDENCE
+    monkeypatch.setenv("TARSGUARD_MIN_CONFIDENCE", "0.8")
+    assert AsyncGuard(backend=ScriptedBackend()).min_confidence == 0.8
+    assert Guard(backend=ScriptedBackend(), min_confidence=0.25).min_confidence == 0.25
+    monkeypatch.setenv("TARSGUARD_MIN_CONFIDENCE", "high")
+    with pytest.raises(ConfigurationError, match="TARSGUARD_MIN_CONFIDENCE"):
+        Guard(backend=ScriptedBackend())
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.5, float("nan"), "0.5", True])
+def test_min_confidence_must_be_a_number_from_0_to_1(value: Any) -> None:
+    with pytest.raises(ConfigurationError, match="min_confidence"):
+        Guard(backend=ScriptedBackend(), min_confidence=value)
+
+
+def test_a_cached_verdict_is_judged_by_the_threshold_of_the_guard_that_reads_it() -> None:
+    cache = tarsguard.VerdictCache()
+    detector = PhraseDetector(confidence=0.6)
+    lenient = Guard(backend=ScriptedBackend([ANSWERED]), detector=detector, cache=cache, min_confidence=0.5)
+    strict = Guard(backend=ScriptedBackend([ANSWERED]), detector=detector, cache=cache, min_confidence=0.9)
+    first = lenient.check("q")
+    assert first.allowed and first.trace.cache == "miss"
+    hit = strict.check("q")
+    assert hit.trace.cache == "hit" and hit.trace.min_confidence == 0.9
+    assert hit.allowed is False
+    assert hit.evidence[-1] == "answered with confidence 0.60, below the guard's threshold 0.90"
+    assert Verdict.model_validate_json(hit.model_dump_json()) == hit
+    strict_first = Guard(
+        backend=ScriptedBackend([ANSWERED]), detector=detector, cache=tarsguard.VerdictCache(), min_confidence=0.9
+    )
+    assert strict_first.check("q").allowed is False
+    assert strict_first.cache is not None
+    back = Guard(backend=ScriptedBackend(), detector=detector, cache=strict_first.cache, min_confidence=0.5).check("q")
+    assert back.trace.cache == "hit" and back.allowed is True
+    assert back.evidence == first.evidence  # the stale threshold's line is gone
