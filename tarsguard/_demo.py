@@ -16,7 +16,7 @@ from ._guard import AsyncGuard
 from ._types import Verdict
 from .backends._base import Backend
 
-__all__ = ["DEMO_PROMPTS", "DemoPrompt", "run_demo"]
+__all__ = ["DEMO_PACKAGES", "DEMO_PROMPTS", "DemoPrompt", "missing_packages", "run_demo"]
 
 SWITCH_LINE = "guard = Guard()  # no base_url: TARS in-process (TARS-7B with CUDA, TARS-1.5B on CPU)"
 SERVER_LINE = 'guard = Guard(base_url="http://localhost:8000/v1")  # or a vLLM server running CMU-AIRe/TARS-7B'
@@ -24,6 +24,17 @@ NOT_SAFETY = (
     "The stand-in, SmolLM2-135M-Instruct, is NOT a safety model: it has no safety training and will "
     "happily answer harmful requests. Its decisions here show the pipeline working, nothing about safety."
 )
+
+
+DEMO_PACKAGES = ("torch", "transformers", "accelerate", "gguf")
+"""What the demo needs beyond the core: the ``demo`` extra."""
+
+
+def missing_packages() -> list[str]:
+    """The packages of the ``demo`` extra that are not installed."""
+    import importlib.util
+
+    return [name for name in DEMO_PACKAGES if importlib.util.find_spec(name) is None]
 
 
 @dataclass(frozen=True, slots=True)

