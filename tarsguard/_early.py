@@ -31,6 +31,10 @@ class EarlyStop:
     steady_readings: int = 3
     """0 switches the agreeing-readings rule off."""
     steady_confidence: float = 0.9
+    plain_answer: bool = False
+    """The model writes no ``<think>`` block (a chat model, not a reasoner): its output is read as the answer from
+    the first token. Otherwise the answer starts after ``</think>``, and an output without one is never stopped
+    early (its verdict's ``format_issues`` say so)."""
 
     def __post_init__(self) -> None:
         for name in ("confidence", "steady_confidence"):

@@ -32,7 +32,7 @@ from ._config import (
 from ._early import EarlyStop
 from ._exceptions import BackendError, BackendTimeout, ConfigurationError, TarsGuardError
 from ._input import Prompt, to_messages
-from ._parse import CLOSE_TAG, ParsedOutput, parse_output
+from ._parse import CLOSE_TAG, OPEN_TAG, ParsedOutput, parse_output
 from ._stream import TextChunk, ThinkSplitter
 from ._sync import LoopThread
 from ._types import (
@@ -323,7 +323,7 @@ class _GuardCore:
         try:
             async with deadline:
                 await self._collect(request, collected, started, early, messages[-1]["content"], on_text)
-                parsed = _parsed(collected)
+                parsed = _unread_by_early_stop(_parsed(collected), collected, early)
                 if collected.stopped is not None:
                     assessment = collected.early
                 elif parsed.complete:
@@ -428,7 +428,7 @@ class _GuardCore:
                                 out.answer_parts.append(content[tag_end:])
                 if not watched:
                     continue
-                answer_tokens = _answer_steps(out)
+                answer_tokens = _answer_steps(out, plain=early is not None and early.plain_answer)
                 if answer_tokens is None:
                     if budget is not None and _reasoning_steps(out) >= budget:
                         out.stopped = Stopped(reason="reasoning_budget", at_token=_reasoning_steps(out))
@@ -442,7 +442,7 @@ class _GuardCore:
                         out.early = reading
                         out.stopped = Stopped(
                             reason="decision_certain",
-                            at_token=_reasoning_steps(out) + answer_tokens,
+                            at_token=_reasoning_steps(out, plain=early.plain_answer) + answer_tokens,
                             answer_tokens=answer_tokens,
                         )
                         return
@@ -888,17 +888,43 @@ def _so_far(collected: _Collected) -> tuple[str, str | None]:
     return "".join(parts).strip(), collected.reasoning_text or None
 
 
-def _answer_steps(collected: _Collected) -> int | None:
-    """Generation steps of the answer so far; ``None`` while the reasoning is still going."""
+def _answer_steps(collected: _Collected, *, plain: bool = False) -> int | None:
+    """Generation steps of the answer so far; ``None`` while the reasoning is still going (or never ended).
+
+    ``plain``: the model writes no ``<think>`` block, so all of its content is the answer."""
     if collected.closed:
         return collected.after_close
-    if collected.field_steps and collected.before_close:
-        return collected.before_close  # the server split off the reasoning: the content is the answer
+    if (collected.field_steps or plain) and collected.before_close:
+        return collected.before_close  # reasoning split off by the server (or none written): the content is the answer
     return None
 
 
-def _reasoning_steps(collected: _Collected) -> int:
-    """Generation steps of the reasoning so far."""
+def _unread_by_early_stop(parsed: ParsedOutput, collected: _Collected, early: EarlyStop | None) -> ParsedOutput:
+    """``parsed`` with the reason the guard could not read its answer as it streamed, where that was so: an output
+    that never closed its reasoning was watched (early stop, a reasoning budget) as reasoning from start to end."""
+    if collected.stopped is not None and collected.stopped.reason == "reasoning_budget":
+        if parsed.reasoning is None and not collected.field_steps:
+            # No </think> came within the budget: all of it was reasoning as far as the guard could tell.
+            text = "".join(collected.content).replace(OPEN_TAG, "").strip()
+            issue = f"{NO_CLOSE_IN_BUDGET}; {EARLY_STOP_NO_ANSWER}" if early is not None else NO_CLOSE_IN_BUDGET
+            return dataclasses.replace(parsed, reasoning=text, answer="", issues=(*parsed.issues, issue))
+        return parsed
+    if early is not None and collected.stopped is None and _answer_steps(collected, plain=early.plain_answer) is None:
+        return dataclasses.replace(parsed, issues=(*parsed.issues, EARLY_STOP_NO_ANSWER))
+    return parsed
+
+
+EARLY_STOP_NO_ANSWER = (
+    "early stop could not act: no </think> came, so no answer was read as it streamed "
+    "(EarlyStop(plain_answer=True) reads a model that writes no <think> block)"
+)
+NO_CLOSE_IN_BUDGET = "no </think> within the reasoning budget: the output so far counts as reasoning"
+
+
+def _reasoning_steps(collected: _Collected, *, plain: bool = False) -> int:
+    """Generation steps of the reasoning so far (``plain``: the model writes no ``<think>`` block)."""
+    if plain and not collected.closed:
+        return collected.field_steps
     if collected.closed or not collected.field_steps:
         return collected.field_steps + collected.before_close
     return collected.field_steps

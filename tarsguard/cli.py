@@ -7,8 +7,14 @@ Exit codes:
   3  ``check``: declined
   4  ``check``: partial answer
   5  ``check``: undetermined
-  6  the backend is unreachable, timed out or failed; ``health``: not healthy
+  6  the backend is unreachable, timed out or failed; ``health``: not healthy; batch ``check``: every line
+     failed so
   7  batch ``check`` / ``classify``: finished, but some lines failed (each failed line carries ``error``)
+  9  the output could not be written (a full disk, a closed pipe)
+
+Batch ``check`` and ``classify`` write one line per non-blank input line, in input order, whatever its bytes: a
+line that cannot be read (not UTF-8, not JSON, no prompt) gets a line with ``error``. Each output line carries the
+input's ``id`` where it had one, and ``line``, its line number in the input.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from . import __version__
-from ._cli_io import EXIT_USAGE, fail, open_in, open_out
+from ._cli_io import EXIT_USAGE, fail, input_lines, json_line, open_out, write
 from ._exceptions import InvalidInput, TarsGuardError
 from ._guard import AsyncGuard, Guard, SamplingOverrides
 from ._types import Decision, Verdict
@@ -39,6 +45,7 @@ from .tracing._cli import traces_app
 EXIT_OK, EXIT_INTERNAL = 0, 1
 EXIT_DECISION = {Decision.ANSWERED: 0, Decision.DECLINED: 3, Decision.PARTIAL: 4, Decision.UNDETERMINED: 5}
 EXIT_BACKEND, EXIT_SOME_FAILED = 6, 7
+_BACKEND_KINDS = frozenset({"unavailable", "timeout", "backend_error"})
 
 app = typer.Typer(
     name="tarsguard",
@@ -49,7 +56,7 @@ app = typer.Typer(
     epilog=(
         "Exit codes: 0 success (check: answered), 1 internal error, 2 usage error or invalid input, "
         "3 declined, 4 partial, 5 undetermined, 6 backend unreachable/timed out/failed (health: not ok), "
-        "7 batch finished with failed lines."
+        "7 batch finished with failed lines, 9 the output could not be written."
     ),
 )
 stderr = Console(stderr=True)
@@ -127,12 +134,14 @@ def classify(
 ) -> None:
     """Read the decision from answers: JSONL in, the same lines plus decision, confidence, evidence out."""
     failed = 0
-    with open_in(input) as lines, open_out(output) as out:
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
+    with input_lines(input) as lines, open_out(output) as out:
+        for number, line in lines:
+            if line is not None and not line.strip():
                 continue
-            record: dict[str, Any]
+            record: Any = None
             try:
+                if line is None:
+                    raise InvalidInput(f"line {number} is not valid UTF-8")
                 record = json.loads(line)
                 if not isinstance(record, dict) or not isinstance(record.get("answer"), str):
                     raise InvalidInput('each line must be a JSON object with a string "answer"')
@@ -143,8 +152,8 @@ def classify(
                 record |= assessment.model_dump(mode="json")
             except (ValueError, InvalidInput) as exc:
                 failed += 1
-                record = {"line": number, "error": {"type": "invalid_input", "message": str(exc)}}
-            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+                record = {**_label(record, number), "error": {"type": "invalid_input", "message": str(exc)}}
+            write(out, json_line(record))
     raise typer.Exit(EXIT_SOME_FAILED if failed else EXIT_OK)
 
 
@@ -373,47 +382,54 @@ def _check_file(
     options: dict[str, Any],
     sampling: SamplingOverrides,
 ) -> int:
-    ids: list[Any] = []
+    labels: list[dict[str, Any]] = []
     prompts: list[Any] = []
     rejected: dict[int, dict[str, Any]] = {}
-    with open_in(source) as lines:
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
+    with input_lines(source) as lines:
+        for number, line in lines:
+            if line is not None and not line.strip():
                 continue
-            index = len(ids)
+            record: Any = None
+            prompt = None
             try:
+                if line is None:
+                    raise InvalidInput(f"line {number} is not valid UTF-8")
                 record = json.loads(line)
                 if not isinstance(record, dict):
                     raise InvalidInput("each line must be a JSON object")
-                ids.append(record.get("id", number))
                 prompt = record.get("prompt", record.get("messages"))
                 if prompt is None:
                     raise InvalidInput('each line needs "prompt" or "messages"')
             except (ValueError, InvalidInput) as exc:
-                if len(ids) == index:
-                    ids.append(number)
-                rejected[index] = {"id": ids[index], "error": {"type": "invalid_input", "message": str(exc)}}
+                rejected[len(prompts)] = {
+                    **_label(record, number),
+                    "error": {"type": "invalid_input", "message": str(exc)},
+                }
                 prompt = None
+            labels.append(_label(record, number))
             prompts.append(prompt)
+    backend_failures = 0
 
     async def run(out: IO[str], progress: Progress) -> int:
+        nonlocal backend_failures
         task = progress.add_task("checking", total=len(prompts))
-        lines: dict[int, str] = {i: json.dumps(r, ensure_ascii=False) for i, r in rejected.items()}
+        lines: dict[int, str] = {i: json_line(r) for i, r in rejected.items()}
         counts = {"failed": len(rejected)}
         written = 0
 
         def on_result(index: int, result: Verdict | TarsGuardError) -> None:
-            nonlocal written
+            nonlocal written, backend_failures
             if isinstance(result, Verdict):
-                record = {"id": ids[index], **result.model_dump(mode="json")}
+                record = {**labels[index], **result.model_dump(mode="json")}
             else:
                 counts["failed"] += 1
-                record = {"id": ids[index], "error": _error_record(result)}
-            lines[index] = json.dumps(record, ensure_ascii=False)
+                backend_failures += result.kind in _BACKEND_KINDS
+                record = {**labels[index], "error": _error_record(result)}
+            lines[index] = json_line(record)
             progress.update(task, advance=1, description=f"checking ({counts['failed']} failed)")
             # Write in input order as soon as the next line is ready.
             while written in lines:
-                out.write(lines.pop(written) + "\n")
+                write(out, lines.pop(written))
                 written += 1
 
         progress.update(task, advance=len(rejected))
@@ -426,7 +442,7 @@ def _check_file(
                 **sampling,
             )
         while written in lines:
-            out.write(lines.pop(written) + "\n")
+            write(out, lines.pop(written))
             written += 1
         return counts["failed"]
 
@@ -442,7 +458,16 @@ def _check_file(
             failed = asyncio.run(run(out, progress))
     if failed:
         stderr.print(f"[yellow]{failed} of {len(prompts)} prompts failed; their lines carry an error[/]")
+    if prompts and backend_failures == len(prompts):
+        return EXIT_BACKEND  # nothing was checked: the backend is down, not the input
     return EXIT_SOME_FAILED if failed else EXIT_OK
+
+
+def _label(record: object, number: int) -> dict[str, Any]:
+    """What names an input line in the output: its ``id`` when it has one, and always its line number."""
+    if isinstance(record, dict) and "id" in record:
+        return {"id": record["id"], "line": number}
+    return {"line": number}
 
 
 def _error_record(error: TarsGuardError) -> dict[str, Any]:

@@ -250,3 +250,50 @@ def test_the_guard_stops_at_the_third_agreeing_reading() -> None:
     with Guard(backend=ScriptedBackend([tars(COMPLIANCE)]), detector=unsure, early_stop=rule_off) as guard:
         kept = guard.check("a prompt")
     assert kept.trace.stopped is None and kept.answer == COMPLIANCE
+
+
+# -- outputs with no </think> (a chat model that writes no reasoning block) -------------------------------------
+
+
+def test_early_stop_says_why_it_could_not_act_on_an_output_without_think_tags() -> None:
+    with Guard(backend=ScriptedBackend([COMPLIANCE]), detector=DECLINING, early_stop=True) as guard:
+        verdict = guard.check("a prompt")
+    assert verdict.trace.stopped is None and verdict.answer == COMPLIANCE
+    assert any(issue.startswith("early stop could not act: no </think>") for issue in verdict.trace.format_issues)
+    # Without early stop there is nothing to explain.
+    with Guard(backend=ScriptedBackend([COMPLIANCE]), detector=DECLINING) as guard:
+        plain = guard.check("a prompt")
+    assert not any("early stop" in issue for issue in plain.trace.format_issues)
+
+
+def test_a_reasoning_budget_without_think_tags_counts_what_it_read_as_reasoning(serve: Serve) -> None:
+    server = serve([Reply(COMPLIANCE, tokens_per_second=500)])
+    with Guard(server.base_url, detector=DECLINING, max_reasoning_tokens=30, early_stop=True) as guard:
+        verdict = guard.check("a prompt")
+    wait_closed(server)
+    stopped = verdict.trace.stopped
+    assert verdict.decision is Decision.UNDETERMINED
+    assert stopped is not None and stopped.reason == "reasoning_budget"
+    assert verdict.evidence == ("no decision: the reasoning reached its budget of 30 tokens",)
+    # The verdict agrees with itself: what the budget counted is the reasoning, in the text and in the usage.
+    assert verdict.answer == "" and verdict.reasoning is not None and COMPLIANCE.startswith(verdict.reasoning)
+    usage = verdict.trace.usage
+    assert usage.reasoning_tokens == stopped.at_token and usage.answer_tokens == 0
+    issues = verdict.trace.format_issues
+    assert any(issue.startswith("no </think> within the reasoning budget") for issue in issues)
+    assert any("early stop could not act" in issue for issue in issues)
+
+
+def test_plain_answer_early_stop_reads_an_output_without_think_tags(serve: Serve) -> None:
+    server = serve([Reply(REFUSAL, tokens_per_second=400)])
+    policy = EarlyStop(min_answer_tokens=16, min_decline_tokens=16, plain_answer=True)
+    with Guard(server.base_url, detector=DECLINING, early_stop=policy, max_reasoning_tokens=20) as guard:
+        verdict = guard.check("a prompt")
+    wait_closed(server)
+    stopped = verdict.trace.stopped
+    assert verdict.decision is Decision.DECLINED
+    assert stopped is not None and stopped.reason == "decision_certain"  # the budget does not count the answer
+    assert stopped.at_token == stopped.answer_tokens and 16 <= stopped.answer_tokens < 40
+    assert REFUSAL.startswith(verdict.answer) and 0 < len(verdict.answer) < len(REFUSAL) // 4
+    assert verdict.reasoning is None
+    assert not any("early stop" in issue for issue in verdict.trace.format_issues)
