@@ -31,9 +31,16 @@ _API_KEY = re.compile(
 )
 _BEARER = re.compile(r"(?i:bearer)\s+[A-Za-z0-9._~+/-]{16,}=*", re.ASCII)
 _SECRET_NAME = re.compile(
-    r"(?i:\b(?:api[_-]?key|secret|access[_-]?token|auth[_-]?token|token|password|passwd))[\"']?\s*\Z", re.ASCII
+    r"(?<![A-Za-z0-9])(?i:(?:api|access|secret|private|client|auth|signing|encryption|master)[_-]?key"
+    r"|(?:client[_-]?)?secret|(?:access|auth|refresh|api|session)?[_-]?token"
+    r"|password|passwd|passphrase|pwd|pass)[\"']?\s*\Z",
+    re.ASCII,
 )
-_SECRET_VALUE = re.compile(r"\s*[\"']?([^\s\"',;&)\]}>]{8,})", re.ASCII)
+"""A name that holds a secret, alone or as the last part of a longer one (``DB_PASSWORD``, ``aws_secret_access_key``).
+"""
+_SECRET_VALUE = re.compile(r"(\s*)([\"']?)([^\s\"',;&)\]}>]+)", re.ASCII)
+_PROSE_WORD = re.compile(r"[A-Za-z]{1,7}", re.ASCII)
+"""After ``name:`` and a space, an unquoted short word of letters reads as prose ("password: reset it"), not a value."""
 _NAME_WINDOW = 24
 _EMAIL = re.compile(r"(?<![\w.%+-])[\w.%+-]+@[\w-]+(?:\.[\w-]+)*\.[^\W\d_]{2,}")  # Unicode: josé@exämple.de
 _CARD = re.compile(r"(?<![\w.+-])[0-9](?:[ -]?[0-9]){12,18}(?![\w]|[ .-][0-9])", re.ASCII)
@@ -86,7 +93,7 @@ def _phone_ok(text: str) -> bool:
 
 
 def _redact_secret_values(text: str) -> str:
-    """Values after ``api_key=``, ``password:``, ``token =`` and the like."""
+    """Values after ``api_key=``, ``password:``, ``DB_PASSWORD=``, ``token =`` and the like."""
     separators = sorted(_find_all(text, ":") + _find_all(text, "="))
     pieces: list[str] = []
     copied = 0
@@ -94,11 +101,16 @@ def _redact_secret_values(text: str) -> str:
         start = max(0, at - _NAME_WINDOW)
         if at < copied or not _names_a_secret(text[start:at].lower()) or not _SECRET_NAME.search(text, start, at):
             continue
+        if text[at] == "=" and (text[at + 1 : at + 2] == "=" or text[at - 1 : at] in ("=", "!", "<", ">")):
+            continue  # a comparison (token == None), not an assignment
         value = _SECRET_VALUE.match(text, at + 1)
         if value is None:
             continue
-        pieces += (text[copied : value.start(1)], "[REDACTED:api_key]")
-        copied = value.end(1)
+        space, quote, found = value.groups()
+        if text[at] == ":" and space and not quote and _PROSE_WORD.fullmatch(found):
+            continue
+        pieces += (text[copied : value.start(3)], "[REDACTED:api_key]")
+        copied = value.end(3)
     if not pieces:
         return text
     pieces.append(text[copied:])
@@ -106,9 +118,9 @@ def _redact_secret_values(text: str) -> str:
 
 
 def _names_a_secret(lower: str) -> bool:
-    """Whether lower-cased text holds "key", "secret", "token" or "passw": every name ``_SECRET_NAME`` matches holds
-    one of them, so this is a cheap pre-test for it."""
-    return "key" in lower or "secret" in lower or "token" in lower or "passw" in lower
+    """Whether lower-cased text holds "key", "secret", "token", "pass" or "pwd": every name ``_SECRET_NAME`` matches
+    holds one of them, so this is a cheap pre-test for it."""
+    return "key" in lower or "secret" in lower or "token" in lower or "pass" in lower or "pwd" in lower
 
 
 def _find_all(text: str, char: str) -> list[int]:

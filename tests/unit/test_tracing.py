@@ -283,9 +283,38 @@ def test_redacting_several_texts_at_once_equals_redacting_each(names: list[str])
     redactor = make_redactor(names)
     assert redactor is not None
     pieces = [
-        "Bearer", " ", "sk-", "abcDEF1234567890abcdEF", "token", "=", ":", "api_key", "\"", "'", "@", "john",
-        "example.com", ".", "-", "+1", "555", "123", "4567", "4111", "1111 1111 1111", "\n", "AKIA", "IOSFODNN7EXAMPLE",
-        "hf_", "x" * 30, "word", "  ", "(", ")", "0", "9",
+        "Bearer",
+        " ",
+        "sk-",
+        "abcDEF1234567890abcdEF",
+        "token",
+        "=",
+        ":",
+        "api_key",
+        '"',
+        "'",
+        "@",
+        "john",
+        "example.com",
+        ".",
+        "-",
+        "+1",
+        "555",
+        "123",
+        "4567",
+        "4111",
+        "1111 1111 1111",
+        "\n",
+        "AKIA",
+        "IOSFODNN7EXAMPLE",
+        "hf_",
+        "x" * 30,
+        "word",
+        "  ",
+        "(",
+        ")",
+        "0",
+        "9",
     ]
     rng = random.Random(7)
     for _ in range(3000):
@@ -478,3 +507,36 @@ async def test_the_api_key_never_reaches_a_sink_even_when_the_output_echoes_it(t
 
 def _files(folder: Path) -> list[Path]:
     return sorted(folder.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "aws_secret_access_key=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+            "aws_secret_access_key=[REDACTED:api_key]",
+        ),
+        ("AWS_SECRET_ACCESS_KEY: wJalrXUtnFEMI/K7MDENG", "AWS_SECRET_ACCESS_KEY: [REDACTED:api_key]"),
+        ("export DB_PASSWORD=CorrectHorse99", "export DB_PASSWORD=[REDACTED:api_key]"),
+        (
+            "the password reset link failed, so log in with password=hunter2 now",
+            "the password reset link failed, so log in with password=[REDACTED:api_key] now",
+        ),
+        (
+            "Password: reset it from the login page. password: hunter2",
+            "Password: reset it from the login page. password: [REDACTED:api_key]",
+        ),
+        (
+            "mysql -u root pwd=abc123 (if token == None: pass)",
+            "mysql -u root pwd=[REDACTED:api_key] (if token == None: pass)",
+        ),
+        ("please pass the salt; user=bob pass=letmein", "please pass the salt; user=bob pass=[REDACTED:api_key]"),
+        ('{"password": "secret", "max_tokens": 4096}', '{"password": "[REDACTED:api_key]", "max_tokens": 4096}'),
+        (
+            "a compass: north, bypass=yes, client_secret: 'x9'",
+            "a compass: north, bypass=yes, client_secret: '[REDACTED:api_key]'",
+        ),
+    ],
+)
+def test_secret_assignments_of_any_length_and_name_are_redacted_and_prose_is_not(text: str, expected: str) -> None:
+    assert redact_builtin(text) == expected
