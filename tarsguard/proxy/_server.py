@@ -2,19 +2,99 @@
 
 from __future__ import annotations
 
+import asyncio
+import copy
+import logging
+import re
 import threading
 from types import TracebackType
+from typing import Any
 
 import uvicorn
+from uvicorn.config import LOGGING_CONFIG
+from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 from .._guard import AsyncGuard, Guard
 from ._app import create_app
 from ._config import ProxyConfig
 
-__all__ = ["ProxyServer", "serve"]
+__all__ = ["HEADER_TIMEOUT", "ProxyServer", "serve"]
+
+HEADER_TIMEOUT = 10.0
+"""Seconds a client has, from connecting (or from the first byte of a request on a kept-alive connection), to send a
+request's whole head; a connection that takes longer is closed."""
+
+_SECRET_QUERY = re.compile(r"([?&][^=&#\s]*(?:key|token|secret|pass|pwd|auth|sig)[^=&#\s]*=)[^&#\s]*", re.IGNORECASE)
 
 
-def serve(config: ProxyConfig, *, guard: AsyncGuard | Guard | None = None, access_log: bool = True) -> None:
+class _RedactQuery(logging.Filter):
+    """Hides the values of secret-looking query parameters (``?api_key=...``) in uvicorn's access log lines."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str) and "=" in args[2]:
+            record.args = (*args[:2], _SECRET_QUERY.sub(r"\1[REDACTED]", args[2]), *args[3:])
+        return True
+
+
+def _log_config() -> dict[str, Any]:
+    """uvicorn's own logging configuration, with the access log's query secrets hidden."""
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config.setdefault("filters", {})["redact_query"] = {"()": _RedactQuery}
+    config["loggers"]["uvicorn.access"]["filters"] = ["redact_query"]
+    return config
+
+
+class _HeadTimeout:
+    """Closes a connection whose request head is not complete ``header_timeout`` seconds after it began."""
+
+    header_timeout: float
+    cycle: Any
+    loop: asyncio.AbstractEventLoop
+    transport: asyncio.Transport
+    _head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        super().connection_made(transport)  # type: ignore[misc]
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        before = self.cycle
+        super().data_received(data)  # type: ignore[misc]
+        if self.cycle is not before:  # a request's head arrived
+            self._disarm()
+        elif self._head_timer is None and (self.cycle is None or self.cycle.response_complete):
+            self._arm()  # the first bytes of the next request's head
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)  # type: ignore[misc]
+
+    def _arm(self) -> None:
+        self._head_timer = self.loop.call_later(self.header_timeout, self._timed_out)
+
+    def _disarm(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _timed_out(self) -> None:
+        self._head_timer = None
+        self.transport.close()
+
+
+def _http_protocol(header_timeout: float) -> type[asyncio.Protocol]:
+    """uvicorn's HTTP protocol, with a time limit on request heads."""
+    return type("HeadTimeoutProtocol", (_HeadTimeout, AutoHTTPProtocol), {"header_timeout": header_timeout})
+
+
+def serve(
+    config: ProxyConfig,
+    *,
+    guard: AsyncGuard | Guard | None = None,
+    access_log: bool = True,
+    header_timeout: float = HEADER_TIMEOUT,
+) -> None:
     """Serve the proxy until interrupted. Refuses a host beyond loopback unless API keys are configured."""
     config.check_binding()
     app = create_app(config, guard=guard)
@@ -26,6 +106,8 @@ def serve(config: ProxyConfig, *, guard: AsyncGuard | Guard | None = None, acces
         proxy_headers=False,
         server_header=False,
         log_level="info",
+        log_config=_log_config(),
+        http=_http_protocol(header_timeout),
     )
 
 
@@ -37,7 +119,12 @@ class ProxyServer:
     """
 
     def __init__(
-        self, config: ProxyConfig, *, guard: AsyncGuard | Guard | None = None, access_log: bool = False
+        self,
+        config: ProxyConfig,
+        *,
+        guard: AsyncGuard | Guard | None = None,
+        access_log: bool = False,
+        header_timeout: float = HEADER_TIMEOUT,
     ) -> None:
         config.check_binding()
         self.config = config
@@ -51,6 +138,8 @@ class ProxyServer:
                 proxy_headers=False,
                 server_header=False,
                 log_level="warning",
+                log_config=_log_config(),
+                http=_http_protocol(header_timeout),
                 backlog=2048,
             )
         )

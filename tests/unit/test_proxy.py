@@ -586,3 +586,53 @@ def test_cli_serves_the_proxy(tars: ScriptedServer, chatbot: ScriptedServer) -> 
     assert KEY not in output
     assert "a weapon" in output  # --log-prompts
     assert '"POST /v1/chat/completions HTTP/1.1" 200' in output  # the access log
+
+
+# -- the server: access log and slow clients ------------------------------------------------------------
+
+
+def test_the_access_log_hides_a_key_sent_in_the_query_string(chatbot: ScriptedServer, tars: ScriptedServer) -> None:
+    guard = AsyncGuard(tars.base_url, detector=PhraseDetector(), max_retries=0, timeout=10)
+    lines: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(record.getMessage())
+
+    config = ProxyConfig(upstream=chatbot.base_url, port=0)
+    with ProxyServer(config, guard=guard, access_log=True) as proxy:
+        access = logging.getLogger("uvicorn.access")
+        access.setLevel(logging.INFO)
+        handler = Collect()
+        access.addHandler(handler)
+        try:
+            httpx.get(f"{proxy.base_url}/models?api_key={KEY}&x_token=tok123&limit=5")
+        finally:
+            access.removeHandler(handler)
+    assert len(lines) == 1 and "/v1/models?api_key=[REDACTED]&x_token=[REDACTED]&limit=5" in lines[0]
+    assert KEY not in lines[0] and "tok123" not in lines[0]
+
+
+def test_a_connection_that_never_finishes_its_head_is_closed(chatbot: ScriptedServer, tars: ScriptedServer) -> None:
+    guard = AsyncGuard(tars.base_url, detector=PhraseDetector(), max_retries=0, timeout=10)
+    config = ProxyConfig(upstream=chatbot.base_url, port=0)
+    with ProxyServer(config, guard=guard, header_timeout=0.5) as proxy:
+        for first in (b"GET /v1/models HTTP/1.1\r\nHost: x\r\n", b""):  # a slow head, and silence
+            with socket.create_connection(("127.0.0.1", proxy.port)) as sock:
+                sock.settimeout(5)
+                started = time.monotonic()
+                sock.sendall(first)
+                try:
+                    closed = sock.recv(1024) == b""
+                except ConnectionResetError:
+                    closed = True
+                assert closed and time.monotonic() - started < 3
+        with socket.create_connection(("127.0.0.1", proxy.port)) as sock:  # a kept-alive connection, then a slow head
+            sock.settimeout(5)
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert sock.recv(4096).startswith(b"HTTP/1.1 ")
+            sock.sendall(b"GET /health HTTP/1.1\r\n")
+            started = time.monotonic()
+            while sock.recv(4096):
+                pass
+            assert time.monotonic() - started < 3
