@@ -522,7 +522,7 @@ class _GuardCore:
                 reasoning_end_ms=collected.reasoning_end_ms if request.stream else None,
             ),
             retries=end.retries,
-            detector=self._detector.name,
+            detector=(assessment.detector if assessment is not None else None) or self._detector.name,
             raw_output="".join(collected.content),
             stopped=stopped,
             cache=None if self._cache is None else "miss",

@@ -70,6 +70,9 @@ class Reply:
     delay: float = 0.0
     tokens_per_second: float | None = None
     fault: Fault | None = None
+    logprobs: tuple[tuple[str, float, tuple[tuple[str, float], ...]], ...] | None = None
+    """Per generated token ``(token, logprob, top alternatives as (token, logprob))``, sent as the choice's
+    ``logprobs.content`` in a non-streamed reply (streamed replies carry none)."""
 
     def __post_init__(self) -> None:
         if self.fault is not None and self.fault not in _FAULTS:
@@ -80,6 +83,11 @@ class Reply:
             raise ValueError("delay must not be negative")
         if not 200 <= self.status <= 599:
             raise ValueError(f"status {self.status} is not an HTTP status code")
+        if self.logprobs is not None:  # lists (from a JSONL script) become tuples: a Reply stays hashable
+            logprobs = tuple(
+                (str(t), float(lp), tuple((str(a), float(b)) for a, b in top)) for t, lp, top in self.logprobs
+            )
+            object.__setattr__(self, "logprobs", logprobs)
 
 
 @dataclass(frozen=True)
@@ -184,6 +192,8 @@ class _Plan:
     message: bytes
     finish: bytes
     completion_tokens: int
+    logprobs: bytes = b""
+    """``,"logprobs":{...}`` for a non-streamed choice, or nothing."""
     _joiners: dict[int, tuple[bytes, ...]] = field(default_factory=dict, compare=False, repr=False)
 
     def framed(self, prefix: bytes) -> bytes:
@@ -213,11 +223,23 @@ def _make_plan(reply: Reply) -> _Plan:
         b'{},"finish_reason":%b}]}\n\n' % finish,
     )
     message = {"role": "assistant", "content": reply.content, reply.reasoning_field: reply.reasoning}
+    logprobs = b""
+    if reply.logprobs is not None:
+        content = [
+            {
+                "token": token,
+                "logprob": logprob,
+                "top_logprobs": [{"token": alt, "logprob": alt_logprob} for alt, alt_logprob in top],
+            }
+            for token, logprob, top in reply.logprobs
+        ]
+        logprobs = b',"logprobs":' + json.dumps({"content": content}, separators=(",", ":")).encode()
     return _Plan(
         tails=tails,
         message=json.dumps(message, separators=(",", ":")).encode(),
         finish=finish,
         completion_tokens=len(deltas),
+        logprobs=logprobs,
     )
 
 
@@ -702,13 +724,14 @@ class ScriptedServer:
             await asyncio.sleep(plan.completion_tokens / answer.rate)
         payload = (
             b'{"id":"%b","object":"chat.completion","created":%d,"model":%b,"choices":[{"index":0,'
-            b'"message":%b,"finish_reason":%b}],"usage":{"prompt_tokens":%d,"completion_tokens":%d,'
+            b'"message":%b%b,"finish_reason":%b}],"usage":{"prompt_tokens":%d,"completion_tokens":%d,'
             b'"total_tokens":%d}}'
             % (
                 answer.request_id,
                 answer.created,
                 self._model_json,
                 plan.message,
+                plan.logprobs,
                 plan.finish,
                 answer.prompt_tokens,
                 plan.completion_tokens,

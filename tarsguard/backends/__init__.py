@@ -1,6 +1,14 @@
 """Backends: where generations come from. One protocol, several implementations."""
 
-from ._base import Backend, GenerationEnd, GenerationEvent, GenerationRequest, GenerationRestart, TextDelta
+from ._base import (
+    Backend,
+    GenerationEnd,
+    GenerationEvent,
+    GenerationRequest,
+    GenerationRestart,
+    TextDelta,
+    TokenLogprob,
+)
 
 __all__ = [
     "Backend",
@@ -12,6 +20,7 @@ __all__ = [
     "GenerationRestart",
     "HTTPBackend",
     "TextDelta",
+    "TokenLogprob",
     "TransformersBackend",
     "VLLMEngineBackend",
 ]

@@ -9,12 +9,25 @@ from typing import Any, NamedTuple, Protocol, runtime_checkable
 from .._config import Timeout
 from .._types import Health, SamplingParams
 
-__all__ = ["Backend", "GenerationEnd", "GenerationEvent", "GenerationRequest", "GenerationRestart", "TextDelta"]
+__all__ = [
+    "Backend",
+    "GenerationEnd",
+    "GenerationEvent",
+    "GenerationRequest",
+    "GenerationRestart",
+    "TextDelta",
+    "TokenLogprob",
+]
 
 
 @dataclass(frozen=True, slots=True)
 class GenerationRequest:
-    """What to generate: validated chat messages, sampling parameters and limits."""
+    """What to generate: validated chat messages, sampling parameters and limits.
+
+    ``extra_body`` holds further request fields for backends that speak the OpenAI wire format (for vLLM:
+    ``structured_outputs``, ``logprobs``, ``top_logprobs``); the HTTP backend sends them as they are, and other
+    backends ignore them.
+    """
 
     messages: Sequence[Mapping[str, str]]
     sampling: SamplingParams
@@ -37,6 +50,14 @@ class TextDelta(NamedTuple):
     reasoning_steps: int = 1
 
 
+class TokenLogprob(NamedTuple):
+    """One generated token's log-probability, and the most likely tokens at its position (``top``)."""
+
+    token: str
+    logprob: float
+    top: tuple[tuple[str, float], ...] = ()
+
+
 @dataclass(frozen=True, slots=True)
 class GenerationEnd:
     """The last event of a generation: why it stopped, what it cost, and who served it."""
@@ -47,6 +68,9 @@ class GenerationEnd:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     retries: int = 0
+    logprobs: tuple[TokenLogprob, ...] | None = None
+    """Per generated token, when the request asked for logprobs and the backend returns them (HTTP, not
+    streamed); ``None`` otherwise."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ from .._config import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT, Timeout
 from .._exceptions import BackendError, BackendTimeout, BackendUnavailable, ConfigurationError, TarsGuardError
 from .._types import Health
 from .._version import __version__
-from ._base import GenerationEnd, GenerationEvent, GenerationRequest, TextDelta
+from ._base import GenerationEnd, GenerationEvent, GenerationRequest, TextDelta, TokenLogprob
 
 if TYPE_CHECKING:
     from tenacity import RetryCallState
@@ -475,5 +475,30 @@ def _read_whole(response: httpx.Response, retries: int) -> list[GenerationEvent]
             prompt_tokens=usage.get("prompt_tokens"),
             completion_tokens=usage.get("completion_tokens"),
             retries=retries,
+            logprobs=_logprobs(choice.get("logprobs")),
         ),
     ]
+
+
+def _logprobs(value: Any) -> tuple[TokenLogprob, ...] | None:
+    """A choice's ``logprobs`` (the OpenAI ``{"content": [...]}`` form), or ``None`` when it has none."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise BackendError(f"malformed logprobs in the chat completion: {json.dumps(value)[:200]}")
+    content = value.get("content")
+    if content is None:
+        return None
+    if not isinstance(content, list):
+        raise BackendError(f"malformed logprobs in the chat completion: {json.dumps(value)[:200]}")
+    try:
+        return tuple(
+            TokenLogprob(
+                str(item["token"]),
+                float(item["logprob"]),
+                tuple((str(alt["token"]), float(alt["logprob"])) for alt in item.get("top_logprobs") or ()),
+            )
+            for item in content
+        )
+    except (KeyError, TypeError, ValueError):
+        raise BackendError(f"malformed logprobs in the chat completion: {json.dumps(value)[:200]}") from None

@@ -8,14 +8,31 @@ from .._lazy import lazy_getattr
 from .._types import Assessment
 
 if TYPE_CHECKING:
+    from ._cascade import CascadeDetector
     from ._judge import LLMJudgeDetector
     from ._linear import LinearDetector
     from ._patterns import PatternDetector
+    from ._served_judge import ServedJudgeDetector
 
-__all__ = ["DecisionDetector", "LLMJudgeDetector", "LinearDetector", "PatternDetector", "classify", "default_detector"]
+__all__ = [
+    "CascadeDetector",
+    "DecisionDetector",
+    "LLMJudgeDetector",
+    "LinearDetector",
+    "PatternDetector",
+    "ServedJudgeDetector",
+    "classify",
+    "default_detector",
+]
 
 # Detectors load on first use (PEP 562): importing this package (as every Guard does) costs almost nothing.
-_LAZY = {"LLMJudgeDetector": "._judge", "LinearDetector": "._linear", "PatternDetector": "._patterns"}
+_LAZY = {
+    "CascadeDetector": "._cascade",
+    "LLMJudgeDetector": "._judge",
+    "LinearDetector": "._linear",
+    "PatternDetector": "._patterns",
+    "ServedJudgeDetector": "._served_judge",
+}
 
 
 __getattr__ = lazy_getattr(__name__, _LAZY)
