@@ -3,10 +3,11 @@
     python -m tarsguard.detect.train --data ../shared/data --out tarsguard/detect/weights.json
 
 Trains a multinomial logistic model (answered / declined / partial) over the features of
-``tarsguard.detect._features`` on the XSTest completion files. The regularisation and the temperature are
-chosen by leave-one-model-out inside the training files, so that they reflect how the model carries over to
-answers from a model it has not seen. Needs numpy (a development dependency); the detector that loads the
-weights does not.
+``tarsguard.detect._features`` on the XSTest completion files (answers of three chat models) and the
+TARS-format corpus (reasoning plus answer, nine languages). The regularisation and the temperature are chosen
+by cross-validation inside the training data: each XSTest model left out in turn, and the corpus in folds, so
+that they reflect how the model carries over to answers it has not seen. Needs numpy (a development
+dependency); the detector that loads the weights does not.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ __all__ = [
     "Config",
     "Example",
     "binary_f1",
+    "load_tars_format",
     "load_xstest",
     "macro_f1",
     "main",
@@ -60,6 +62,9 @@ class Example:
     annotation_1: int
     annotation_2: int
     type: str
+    reasoning: str | None = None
+    """The reasoning before the answer, where the source has one (the TARS-format corpus)."""
+    lang: str = "en"
 
 
 @dataclass(frozen=True)
@@ -82,6 +87,8 @@ class Config:
     refusal reads like the implicit, lecturing refusals of other models)."""
     hand_l2: float = 1.0
     """The L2 penalty of a hand-built feature, relative to ``l2`` (cue groups should carry the decision)."""
+    corpus_weight: float = 4.0
+    """Weight of a TARS-format example relative to an XSTest one (the corpus is small and is the target)."""
 
 
 # Prior logits (answered, declined, partial) for cue features: what the issue's definitions say each cue means.
@@ -105,19 +112,24 @@ PRIORS: dict[str, tuple[float, float, float]] = {
     "refusal*clarify": (-0.5, -0.5, 1.0),
     "post:0": (-0.5, -1.0, 1.5),
     "post:1": (-0.5, -0.5, 1.0),
+    "WONT@lead": (-1.0, 1.0, 0.0),
+    "WONT@any": (-1.0, 0.5, 0.5),
+    "WITHHOLD@any": (-1.0, -0.5, 1.5),
+    # The plan the reasoning states: a second signal, which the answer's own features outweigh when clear.
+    "r:D": (-0.5, 0.5, 0.0),
+    "r:P": (-0.5, 0.0, 0.5),
+    "r:C": (0.5, -0.25, -0.25),
+    "r:D&help": (-0.5, -0.5, 1.0),
 }
 
-# Searched by leave-one-model-out inside the training files, the augmentation with refusal bodies included:
-# it helps where the model left out declines by lecturing without refusal words, and hurts where it declines
-# in one short sentence, and only the inner folds may say which. Class weighting (class_power 0.5) and the
-# hand-feature penalty are fixed: searching them, or a decision offset for the partial class, mostly traded
-# partial for declined between the inner folds and did not carry over to a model left out.
-GRID = tuple(
-    Config(l2=l2, ngram_scale=scale, augment_body=body)
-    for l2 in (0.01, 0.03)
-    for scale in (0.35, 0.7)
-    for body in (False, True)
-)
+# Searched by cross-validation inside the training data (each XSTest file left out, and the corpus in folds): the
+# regularisation only. The corpus weight (4), class weighting (class_power 0.5), the n-gram scale and the
+# hand-feature penalty are fixed: on the corpus's folds a weight of 2 to 8 read the same, and a larger search costs
+# minutes per training for differences inside the folds' noise.
+GRID = tuple(Config(l2=l2) for l2 in (0.01, 0.03))
+CORPUS = "tars_format"
+"""The name the TARS-format corpus goes by among the training sources."""
+CORPUS_FOLDS = 5
 
 
 def load_xstest(data: Path) -> dict[str, list[Example]]:
@@ -142,6 +154,52 @@ def load_xstest(data: Path) -> dict[str, list[Example]]:
             ]
     if len(out) < 2:
         raise SystemExit(f"expected at least two XSTest completion files in {folder}")
+    return out
+
+
+def load_tars_format(data: Path) -> tuple[list[Example], list[dict[str, str]]]:
+    """The TARS-format corpus under ``data``: its decided examples (reasoning and answer split as the guard
+    splits them), and the records whose output the guard cannot read (no ``</think>`` or an empty answer)."""
+    from .._parse import parse_output
+
+    path = data / "tars_format" / "tars_format_cases.jsonl"
+    examples: list[Example] = []
+    unreadable: list[dict[str, str]] = []
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            record = json.loads(line)
+            parsed = parse_output(record["raw"], finish_reason="stop")
+            if not parsed.complete:
+                unreadable.append(record)
+                continue
+            if record["label"] not in LABELS:
+                raise SystemExit(f"{path}: {record['id']} has a readable answer but label {record['label']!r}")
+            label = LABELS.index(record["label"])
+            examples.append(
+                Example(
+                    id=record["id"],
+                    model=CORPUS,
+                    prompt=record["prompt"],
+                    answer=parsed.answer,
+                    label=label,
+                    annotation_1=label,
+                    annotation_2=label,
+                    type=record.get("why", ""),
+                    reasoning=parsed.reasoning,
+                    lang=record.get("lang", "en"),
+                )
+            )
+    return examples, unreadable
+
+
+def corpus_folds(examples: Sequence[Example], folds: int = CORPUS_FOLDS) -> list[list[int]]:
+    """Indices of ``examples`` split into ``folds`` folds, stratified by label and language, deterministic."""
+    out: list[list[int]] = [[] for _ in range(folds)]
+    order = sorted(range(len(examples)), key=lambda i: (examples[i].label, examples[i].lang, examples[i].id))
+    for k, i in enumerate(order):
+        out[k % folds].append(i)
     return out
 
 
@@ -172,7 +230,7 @@ class _Featurized:
 
     def __init__(self, examples: Sequence[Example]) -> None:
         self.examples = list(examples)
-        self.names: list[dict[str, float]] = [features(e.answer) for e in examples]
+        self.names: list[dict[str, float]] = [features(e.answer, e.reasoning) for e in examples]
         self.labels = np.array([e.label for e in examples], dtype=np.int64)
 
     def with_openings(self, body: bool) -> _Featurized:
@@ -191,7 +249,7 @@ class _Featurized:
                 pieces.append(text[match.end() :].strip())
             for piece in pieces:
                 out.examples.append(replace(example, answer=piece))
-                out.names.append(features(piece))
+                out.names.append(features(piece, example.reasoning))
         out.labels = np.array([e.label for e in out.examples], dtype=np.int64)
         return out
 
@@ -321,6 +379,7 @@ def _train_once(data: _Featurized, config: Config) -> _Fitted:
     counts = np.bincount(data.labels, minlength=len(LABELS)).astype(np.float64)
     balanced = len(data.labels) / (len(LABELS) * np.maximum(counts, 1.0))
     weights = balanced[data.labels] ** config.class_power
+    weights = weights * np.array([config.corpus_weight if e.model == CORPUS else 1.0 for e in data.examples])
     penalty = np.array([config.l2 if _is_ngram(n) else config.l2 * config.hand_l2 for n in vocab])
     prior = np.array([PRIORS.get(n, (0.0, 0.0, 0.0)) for n in vocab], dtype=np.float64)
     return _Fitted(vocab, _fit(x, data.labels, weights, penalty, prior), config)
@@ -348,13 +407,17 @@ def train(
     """
     models = sorted(by_model)
     everything = _Featurized([e for m in models for e in by_model[m]])
-    index_of = {m: [i for i, e in enumerate(everything.examples) if e.model == m] for m in models}
+    groups = {m: [i for i, e in enumerate(everything.examples) if e.model == m] for m in models if m != CORPUS}
+    if CORPUS in by_model:
+        at = [i for i, e in enumerate(everything.examples) if e.model == CORPUS]
+        for k, fold in enumerate(corpus_folds([everything.examples[i] for i in at], min(4, len(at)))):
+            groups[f"{CORPUS}/{k}"] = [at[i] for i in fold]
     folds = [
         (
-            everything.subset([i for other in models if other != m for i in index_of[other]]),
-            everything.subset(index_of[m]),
+            everything.subset([i for other, idx in groups.items() if other != g for i in idx]),
+            everything.subset(groups[g]),
         )
-        for m in models
+        for g in groups
     ]
     best: tuple[float, Config] | None = None
     inner: dict[Config, tuple[Matrix, npt.NDArray[np.int64]]] = {}
@@ -401,7 +464,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--verbose", action="store_true", help="print every inner score")
     args = parser.parse_args(argv)
-    by_model = load_xstest(args.data)
+    by_model: dict[str, list[Example]] = dict(load_xstest(args.data))
+    by_model[CORPUS], _ = load_tars_format(args.data)
     document = train(by_model, log=sys.stderr if args.verbose else None)
     args.out.write_text(json.dumps(document, ensure_ascii=False, separators=(",", ":"), sort_keys=True) + "\n")
     meta = document["meta"]

@@ -71,7 +71,11 @@ def test_shipped_weights_are_small_and_come_from_the_training_script() -> None:
     document = json.loads(raw)
     assert document["format"] == 1
     assert document["labels"] == ["answered", "declined", "partial"]
-    assert document["meta"]["trained_on"] == {"gpt4": 450, "llama2new": 450, "mistralinstruct": 450}
+    trained_on = document["meta"]["trained_on"]
+    assert {k: trained_on[k] for k in ("gpt4", "llama2new", "mistralinstruct")} == dict.fromkeys(
+        ("gpt4", "llama2new", "mistralinstruct"), 450
+    )
+    assert trained_on["tars_format"] > 100  # the readable outputs of the TARS-format corpus
     assert all(len(v) == 3 for v in document["weights"].values())
 
 
