@@ -25,6 +25,7 @@ if TYPE_CHECKING:
         BackendUnavailable,
         ConfigurationError,
         InvalidInput,
+        ResponseTooLarge,
         TarsGuardError,
     )
     from ._guard import AsyncGuard, CheckResult, Guard, SamplingOverrides
@@ -59,6 +60,7 @@ _SOURCES = {
         "BackendUnavailable",
         "ConfigurationError",
         "InvalidInput",
+        "ResponseTooLarge",
         "TarsGuardError",
     ),
     "._guard": ("AsyncGuard", "CheckResult", "Guard", "SamplingOverrides"),
@@ -123,6 +125,7 @@ __all__ = [
     "ParsedOutput",
     "PatternDetector",
     "Prompt",
+    "ResponseTooLarge",
     "SQLiteCacheStore",
     "SQLiteSink",
     "SamplingOverrides",

@@ -12,12 +12,14 @@ from ._exceptions import ConfigurationError
 from ._types import SamplingParams
 
 __all__ = [
+    "DEFAULT_MAX_RESPONSE_BYTES",
     "DEFAULT_MAX_RETRIES",
     "DEFAULT_MIN_CONFIDENCE",
     "DEFAULT_SAMPLING",
     "DEFAULT_TIMEOUT",
     "ENV_API_KEY",
     "ENV_BASE_URL",
+    "ENV_MAX_RESPONSE_BYTES",
     "ENV_MIN_CONFIDENCE",
     "ENV_MODEL",
     "ENV_TIMEOUT",
@@ -69,8 +71,15 @@ class Timeout:
 
 DEFAULT_TIMEOUT = Timeout()
 DEFAULT_MAX_RETRIES = 2
-DEFAULT_MIN_CONFIDENCE = 0.5
-"""The confidence an answered decision needs before a verdict allows the prompt (``Guard(min_confidence=)``)."""
+DEFAULT_MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+"""The most bytes the HTTP backend reads of one response (16 MiB, about 80k streamed tokens of vLLM's events);
+a longer one fails the check with ``ResponseTooLarge``. ``HTTPBackend(max_response_bytes=)`` or
+``TARSGUARD_MAX_RESPONSE_BYTES`` sets another."""
+ENV_MAX_RESPONSE_BYTES = "TARSGUARD_MAX_RESPONSE_BYTES"
+DEFAULT_MIN_CONFIDENCE = 0.7
+"""The confidence an answered decision needs before a verdict allows the prompt (``Guard(min_confidence=)``).
+Chosen from the measured trade-off (docs/benchmarks.md): on unseen TARS-format outputs, 2.6% of declined or
+partial answers pass at 14% over-block (3.8% pass at 0.5); lower it to block less, raise it to pass less."""
 DEFAULT_SAMPLING = SamplingParams()
 SAMPLING_FIELDS = ("temperature", "top_p", "max_tokens", "seed", "stop")
 
@@ -136,6 +145,23 @@ def resolve_min_confidence(value: float | None) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
         raise ConfigurationError(f"{source} must be a number from 0 to 1, got {value!r}")
     return float(value)
+
+
+def resolve_max_response_bytes(value: int | None) -> int:
+    """The response size limit: the argument, else ``TARSGUARD_MAX_RESPONSE_BYTES``, else the default."""
+    source = "max_response_bytes"
+    if value is None:
+        env = os.environ.get(ENV_MAX_RESPONSE_BYTES)
+        if not env:
+            return DEFAULT_MAX_RESPONSE_BYTES
+        source = ENV_MAX_RESPONSE_BYTES
+        try:
+            value = int(env)
+        except ValueError:
+            raise ConfigurationError(f"{ENV_MAX_RESPONSE_BYTES} must be a number of bytes, got {env!r}") from None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigurationError(f"{source} must be a positive number of bytes, got {value!r}")
+    return value
 
 
 def merge_sampling(base: SamplingParams, overrides: dict[str, Any]) -> SamplingParams:

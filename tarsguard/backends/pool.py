@@ -15,6 +15,7 @@ from .._config import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT, Timeout
 from .._exceptions import BackendError, BackendTimeout, BackendUnavailable, ConfigurationError, TarsGuardError
 from .._types import Health
 from ._base import Backend, GenerationEnd, GenerationEvent, GenerationRequest, GenerationRestart, TextDelta
+from ._retries import count_retry
 from .http import HTTPBackend
 
 __all__ = ["EndpointPool", "EndpointStatus", "http_backend"]
@@ -207,6 +208,8 @@ class EndpointPool:
                 tried.clear()
                 continue
             attempts += 1
+            if attempts > 1:
+                count_retry()
             self._serving.set(replica.backend.endpoint)
             stream = replica.backend.generate(request)
             try:

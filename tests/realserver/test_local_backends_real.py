@@ -344,7 +344,7 @@ async def test_guard_on_vllm_engine_end_to_end(engine: VLLMEngineBackend) -> Non
 def test_demo_runs_and_says_what_it_must(standin: Path, tmp_path: Path) -> None:
     trace = tmp_path / "demo.jsonl"
     proc = subprocess.run(
-        [sys.executable, "-m", "tarsguard", "demo", "--max-tokens", "24", "--trace", str(trace)],
+        [sys.executable, "-m", "tarsguard", "demo", "--trace", str(trace)],
         capture_output=True,
         text=True,
         cwd=REPO_ROOT,
@@ -357,8 +357,12 @@ def test_demo_runs_and_says_what_it_must(standin: Path, tmp_path: Path) -> None:
     assert "guard = Guard()" in out and "TARS" in out
     for kind in ("harmless", "borderline", "harmful"):
         assert kind in out
-    assert "first token" in out and "total" in out
+    assert "a safety model would" in out and out.count("decline (harmful)") == 2
+    assert out.count("loaded in") == 1 and out.count("first token") == 6 and out.count("total") >= 6
     assert f"6 verdicts appended to {trace}" in out
     records = [json.loads(line) for line in trace.read_text().splitlines()]
     assert len(records) == 6
-    assert "tarsguard: loading" in proc.stderr
+    # The pipeline decides: at least five rows end answered, declined or partial (early stop, sampling, a budget).
+    decisions = [record["decision"] for record in records]
+    assert sum(d in ("answered", "declined", "partial") for d in decisions) >= 5, decisions
+    assert "early stop at token" in out

@@ -19,10 +19,13 @@ from tarsguard import (
     Decision,
     Guard,
     InvalidInput,
+    ResponseTooLarge,
     Timeout,
     Verdict,
 )
+from tarsguard._config import DEFAULT_MAX_RESPONSE_BYTES
 from tarsguard._scripted_server import RecordedRequest, Reply, ScriptedServer, split_tokens
+from tarsguard.backends.http import HTTPBackend
 
 MODEL = "tars-7b"
 SECRET = "sk-SECRET-do-not-leak-7f3a9c"
@@ -384,12 +387,29 @@ def test_slow_response_beyond_the_total_timeout(serve: ServerFactory) -> None:
 
 
 @pytest.mark.parametrize("stream", [True, False])
-@pytest.mark.parametrize("fault", ["malformed", "truncate"])
-def test_broken_responses_are_backend_errors(serve: ServerFactory, fault: str, stream: bool) -> None:
-    server = serve([Reply(content=ANSWER, fault=fault)])  # type: ignore[arg-type]
+def test_malformed_responses_are_backend_errors(serve: ServerFactory, stream: bool) -> None:
+    server = serve([Reply(content=ANSWER, fault="malformed")])
     with Guard(base_url=server.base_url, model=MODEL, stream=stream) as guard, pytest.raises(BackendError):
         guard.check("q")
     assert len(chats(server)) == 1
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_a_connection_dropped_mid_response_is_retried_from_the_start(serve: ServerFactory, stream: bool) -> None:
+    partial = "<think>\nPARTIAL reasoning of a reply whose connection drops half way.\n</think>\n\nSure, PARTIAL."
+    server = serve([Reply(content=partial, fault="truncate"), ANSWER])
+    with Guard(base_url=server.base_url, model=MODEL, stream=stream) as guard:
+        verdict = guard.check("q")
+    assert verdict.trace.error is None and verdict.trace.retries == 1
+    assert verdict.trace.raw_output == ANSWER and "PARTIAL" not in (verdict.reasoning or "") + verdict.answer
+    assert len(chats(server)) == 2
+    server = serve([Reply(content=partial, fault="truncate")])
+    with (
+        Guard(base_url=server.base_url, model=MODEL, stream=stream, max_retries=1) as guard,
+        pytest.raises(BackendUnavailable, match="cut off") as info,
+    ):
+        guard.check("q")
+    assert info.value.retries == 1 and len(chats(server)) == 2
 
 
 def test_stream_without_done_or_finish_reason_is_a_backend_error(serve: ServerFactory) -> None:
@@ -485,3 +505,55 @@ async def test_whole_responses_reuse_one_connection(serve: Callable[..., Scripte
         for _ in range(5):
             assert (await guard.check("hello")).decision is Decision.ANSWERED
     assert server.connections_accepted == 1
+
+
+# -- limits: response size, retries under a deadline, model detection ----------------------------------------
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_a_response_past_the_size_limit_is_a_typed_error(
+    serve: ServerFactory, stream: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    big = "<think>\nok\n</think>\n\n" + "word " * 60_000  # about 300 kB of text
+    server = serve([big])
+    backend = HTTPBackend(server.base_url, model=MODEL, max_response_bytes=100_000)
+    with Guard(backend=backend, stream=stream) as guard, pytest.raises(ResponseTooLarge) as info:
+        guard.check("q")
+    assert isinstance(info.value, BackendError) and info.value.limit == 100_000
+    assert len(chats(server)) == 1  # the same reply would be as long again: not retried
+    monkeypatch.setenv("TARSGUARD_MAX_RESPONSE_BYTES", "150000")
+    with Guard(base_url=server.base_url, model=MODEL, stream=stream, on_error="decline") as guard:
+        verdict = guard.check("q")
+    assert verdict.trace.error is not None and "150000 bytes" in verdict.trace.error.message
+    assert HTTPBackend(server.base_url).max_response_bytes == 150_000
+    monkeypatch.delenv("TARSGUARD_MAX_RESPONSE_BYTES")
+    assert HTTPBackend(server.base_url).max_response_bytes == DEFAULT_MAX_RESPONSE_BYTES == 16 * 1024 * 1024
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_a_deadline_during_a_retry_wait_reports_the_retries(serve: ServerFactory, stream: bool) -> None:
+    server = serve([Reply(status=429, retry_after=5)])
+    with (
+        Guard(base_url=server.base_url, model=MODEL, stream=stream, timeout=0.5) as guard,
+        pytest.raises(BackendTimeout) as info,
+    ):
+        guard.check("q")
+    assert info.value.retries == 1 and len(chats(server)) == 1
+
+
+def test_model_detection_is_retried_on_connect_errors(serve: ServerFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    placeholder = socket.socket()
+    placeholder.bind(("127.0.0.1", 0))  # bound, not listening: connections are refused
+    port = placeholder.getsockname()[1]
+    started: list[ScriptedServer] = []
+
+    def first_retry_starts_the_server(exc: Exception, attempt: int) -> float:
+        if not started:
+            placeholder.close()
+            started.append(serve([ANSWER], port=port))
+        return 0.0
+
+    monkeypatch.setattr("tarsguard.backends.http._delay", first_retry_starts_the_server)
+    with Guard(base_url=f"http://127.0.0.1:{port}/v1", max_retries=2) as guard:  # no model: detected
+        verdict = guard.check("q")
+    assert started and verdict.trace.model == MODEL and verdict.trace.error is None
