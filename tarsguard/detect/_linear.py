@@ -118,7 +118,7 @@ class LinearDetector:
     verdict never depends on how the prompt was worded.
     """
 
-    version = "3"
+    version = "4"
 
     def __init__(self, weights: str | Path | Mapping[str, Any] | None = None) -> None:
         self._source = weights
