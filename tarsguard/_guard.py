@@ -308,8 +308,8 @@ class _GuardCore:
         loop = asyncio.get_running_loop()
         ends_at = None if limits.total is None else loop.time() + limits.total
         if cache is not None:
-            key = self._cache_key(request, early)
-            hit = await cache.aget(key, timeout=limits.total)
+            key = self._cache_key(request, early, None)  # None while the model is not yet known: no lookup
+            hit = None if key is None else await cache.aget(key, timeout=limits.total)
             if hit is not None:
                 if on_text is not None:
                     if hit.reasoning:
@@ -345,9 +345,11 @@ class _GuardCore:
             return self._failed(error, verdict_id, created_at, started, request, collected)
         total_ms = (time.perf_counter() - started) * 1000
         verdict = self._verdict(request, parsed, assessment, collected, verdict_id, created_at, total_ms)
-        if cache is not None and key is not None:
-            left = None if ends_at is None else ends_at - loop.time()
-            await cache.aput(key, verdict, timeout=left, redactor=self._cache_redactor)
+        if cache is not None:
+            key = key or self._cache_key(request, early, verdict.trace.model)
+            if key is not None:
+                left = None if ends_at is None else ends_at - loop.time()
+                await cache.aput(key, verdict, timeout=left, redactor=self._cache_redactor)
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
                 "verdict %s: %s (%.2f) model=%s total=%.1fms",
@@ -460,11 +462,14 @@ class _GuardCore:
         if out.end is None:
             raise BackendError(f"the {self._backend.kind} backend ended without finishing the generation")
 
-    def _cache_key(self, request: GenerationRequest, early: EarlyStop | None) -> str:
+    def _cache_key(self, request: GenerationRequest, early: EarlyStop | None, served: str | None) -> str | None:
+        """The cache key of ``request``; ``None`` while the model is unknown (a backend that finds its model on the
+        first check), so that a verdict is never kept or found under a model other than the one that made it."""
         from ._cache import cache_key
 
-        backend = self._backend
-        model = request.model or getattr(backend, "model", None) or f"default@{backend.endpoint}"
+        model = request.model or getattr(self._backend, "model", None) or served
+        if not model:
+            return None
         variant = f"stream={request.stream} early={early} budget={self._max_reasoning_tokens}"
         return cache_key(request.messages, model, request.sampling, self._detector.name, variant)
 

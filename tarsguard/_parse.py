@@ -2,14 +2,17 @@
 
 TARS writes ``<think>\\n...reasoning...\\n</think>\\n\\n<answer>`` as plain text. A server running a reasoning
 parser may instead return the reasoning in a separate field (``reasoning``, formerly ``reasoning_content``).
-Only the model's output is parsed here; nothing in the prompt can move the split.
+Only the model's output is parsed here. Tags in the prompt are neutralised before it is sent (see
+``tarsguard._input.neutralise_tags``), but the model may still write more tags than its format has (quoting
+text, or by mistake): such an output has several readings, one per place the answer may start, and the guard
+keeps the most restrictive decision among them (see ``ParsedOutput.readings``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["CLOSE_TAG", "OPEN_TAG", "ParsedOutput", "parse_output"]
+__all__ = ["CLOSE_TAG", "OPEN_TAG", "SPLITS", "ParsedOutput", "Reading", "parse_output"]
 
 OPEN_TAG = "<think>"
 CLOSE_TAG = "</think>"
@@ -20,6 +23,21 @@ EXTRA_TAGS = "extra <think>/</think> tags"
 NO_REASONING = "no reasoning block"
 EMPTY_ANSWER = "empty answer"
 CUT_OFF = "cut off by max_tokens"
+SPLITS = "{tags}: read every split, kept the most restrictive"
+TOO_MANY_TAGS = "more than {limit} </think> tags: no decision read"
+MAX_CLOSE_TAGS = 8
+"""Past this many ``</think>`` tags an output is not read at all (no decision): its readings multiply."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One way to split an output that has more than one: the reasoning and the answer if the answer starts
+    (and ends) where ``split`` says."""
+
+    reasoning: str | None
+    answer: str
+    split: str
+    """Where this reading's answer starts and ends, e.g. ``after </think> #2 of 2``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +49,11 @@ class ParsedOutput:
     complete: bool
     """False when the reasoning or the answer was cut off, so no decision can be read."""
     issues: tuple[str, ...] = ()
+    readings: tuple[Reading, ...] = ()
+    """Every reading of an output whose tags allow more than one split, the parse's own (the answer after the
+    last ``</think>``) among them: the answer after each ``</think>`` (the server's reasoning field counts as one
+    before the content), and, where a tag follows, that answer cut at the tag. Empty when there is one reading.
+    An empty answer is a reading too: it reads no decision. Such an output's issues say so (``SPLITS``)."""
 
     @property
     def format_ok(self) -> bool:
@@ -55,6 +78,11 @@ def parse_output(
     if truncated:
         issues.append(CUT_OFF)
 
+    if text.count(CLOSE_TAG) > MAX_CLOSE_TAGS:
+        issues.append(TOO_MANY_TAGS.format(limit=MAX_CLOSE_TAGS))
+        thought = reasoning.strip() if reasoning else None
+        return ParsedOutput(thought, "", complete=False, issues=tuple(issues))
+
     if reasoning:
         # The server already split the output; the content is the answer. If a </think> still came in the
         # content, only what follows it is the answer: reasoning text must never be read as the answer.
@@ -64,7 +92,14 @@ def parse_output(
             issues.append(EXTRA_TAGS)
         if not answer:
             issues.append(EMPTY_ANSWER)
-        return ParsedOutput(reasoning.strip(), answer, complete=not truncated and bool(answer), issues=tuple(issues))
+        readings = () if truncated else _readings(text, reasoning.strip(), issues)
+        return ParsedOutput(
+            reasoning.strip(),
+            answer,
+            complete=not truncated and bool(answer),
+            issues=tuple(issues),
+            readings=readings,
+        )
 
     close_at = text.rfind(CLOSE_TAG)
     if close_at == -1:
@@ -95,12 +130,51 @@ def parse_output(
     answer = _strip_tags(tail)
     if not answer:
         issues.append(EMPTY_ANSWER)
+    readings = () if truncated else _readings(text, None, issues)
     return ParsedOutput(
         reasoning_text,
         answer,
         complete=not truncated and bool(answer),
         issues=tuple(issues),
+        readings=readings,
     )
+
+
+def _readings(text: str, reasoning: str | None, issues: list[str]) -> tuple[Reading, ...]:
+    """Every reading of ``text`` when its tags allow more than one (see ``ParsedOutput.readings``), else none;
+    adds the ``SPLITS`` issue when there are several.
+
+    ``reasoning`` is the server's separate reasoning field: the content itself is then one place the answer
+    may start.
+    """
+    starts: list[int] = [0] if reasoning is not None else []
+    at = text.find(CLOSE_TAG)
+    while at != -1:
+        starts.append(at + len(CLOSE_TAG))
+        at = text.find(CLOSE_TAG, at + 1)
+    first = starts[0] if starts else 0
+    if len(starts) < 2 and OPEN_TAG not in text[first:]:
+        return ()
+    closes = len(starts) - (reasoning is not None)
+    if closes > 1:
+        issues.append(SPLITS.format(tags=f"{closes} </think> tags"))
+    elif closes == 1:
+        issues.append(SPLITS.format(tags="a tag after </think>"))
+    else:
+        issues.append(SPLITS.format(tags="a tag in the answer"))
+    readings: list[Reading] = []
+    for number, start in enumerate(starts, 1):
+        where = f"after </think> #{number - (reasoning is not None)} of {closes}" if start else "the whole content"
+        head = text[: start - len(CLOSE_TAG)] if start else ""
+        thought = _strip_tags(head.lstrip().removeprefix(OPEN_TAG))
+        if reasoning is not None:
+            thought = f"{reasoning}\n{thought}".strip()
+        tail = text[start:]
+        readings.append(Reading(thought or None, _strip_tags(tail), where))
+        cut = min((i for i in (tail.find(OPEN_TAG), tail.find(CLOSE_TAG)) if i != -1), default=-1)
+        if cut != -1:
+            readings.append(Reading(thought or None, _strip_tags(tail[:cut]), f"{where}, up to the next tag"))
+    return tuple(readings)
 
 
 def _strip_tags(text: str) -> str:

@@ -294,3 +294,35 @@ def test_the_store_files_are_private(tmp_path: Path) -> None:
         files = [path, *path.parent.glob("cache.db-*")]
         assert {p.name for p in files} >= {"cache.db", "cache.db-wal", "cache.db-shm"}
         assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in files} == {p.name: 0o600 for p in files}
+
+
+# -- the model is part of the key, also when the guard finds it on the first check --------------------------------
+
+
+def test_an_auto_detected_model_keys_every_check_alike(serve: Callable[..., ScriptedServer]) -> None:
+    server = serve([ANSWERED], model="tars-a")
+    with Guard(server.base_url, cache=True) as g:  # no model=: read from /v1/models on the first check
+        caches = [g.check("How do I kill a Python process?").trace.cache for _ in range(3)]
+    assert caches == ["miss", "hit", "hit"]
+    assert len([r for r in server.requests if r.path == "/v1/chat/completions"]) == 1
+
+
+def test_a_shared_entry_made_before_the_model_was_known_is_never_served(
+    serve: Callable[..., ScriptedServer],
+) -> None:
+    from tarsguard._cache import cache_key
+    from tarsguard._config import DEFAULT_SAMPLING
+    from tarsguard.detect import default_detector
+
+    shared = VerdictCache()
+    with guard(ScriptedBackend([DECLINED]), shared) as g:
+        declined = g.check("How do I kill a Python process?")
+    server = serve([ANSWERED], model="tars-b")
+    variant = "stream=True early=None budget=None"
+    messages = [{"role": "user", "content": "How do I kill a Python process?"}]
+    for endpoint in (server.base_url, server.base_url.rstrip("/")):
+        stale = cache_key(messages, f"default@{endpoint}", DEFAULT_SAMPLING, default_detector().name, variant)
+        shared.put(stale, declined)
+    with Guard(server.base_url, cache=shared) as g:
+        verdict = g.check("How do I kill a Python process?")
+    assert verdict.trace.cache == "miss" and verdict.decision is Decision.ANSWERED

@@ -7,6 +7,7 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from tarsguard import Decision, Guard, parse_output
+from tarsguard._input import neutralise_tags
 from tarsguard._parse import CUT_OFF, EMPTY_ANSWER, EXTRA_TAGS, MISSING_CLOSE, MISSING_OPEN, NO_REASONING
 from tarsguard.backends.scripted import ScriptedBackend, ScriptedOutput
 
@@ -253,7 +254,7 @@ def test_property_tags_in_the_prompt_never_change_the_verdict(output: object, pr
         plain = guard.check("How do I stop a process?")
         tagged = guard.check(prompt)
     assert _essence(tagged) == _essence(plain)
-    # The prompt went to the backend verbatim: not stripped, escaped or split.
-    assert backend.requests[-1].messages[-1]["content"] == prompt
+    # The prompt went to the backend with its tags neutralised, and otherwise verbatim: not stripped or split.
+    assert backend.requests[-1].messages[-1]["content"] == neutralise_tags(prompt)
     if output is _OUTPUTS[2]:
         assert tagged.decision is Decision.UNDETERMINED
