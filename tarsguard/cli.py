@@ -10,6 +10,7 @@ Exit codes:
   6  the backend is unreachable, timed out or failed; ``health``: not healthy; batch ``check``: every line
      failed so
   7  batch ``check`` / ``classify``: finished, but some lines failed (each failed line carries ``error``)
+  8  ``check``: answered, but with a confidence below ``--min-confidence`` (not allowed)
   9  the output could not be written (a full disk, a closed pipe)
 
 Batch ``check`` and ``classify`` write one line per non-blank input line, in input order, whatever its bytes: a
@@ -44,7 +45,7 @@ from .tracing._cli import traces_app
 
 EXIT_OK, EXIT_INTERNAL = 0, 1
 EXIT_DECISION = {Decision.ANSWERED: 0, Decision.DECLINED: 3, Decision.PARTIAL: 4, Decision.UNDETERMINED: 5}
-EXIT_BACKEND, EXIT_SOME_FAILED = 6, 7
+EXIT_BACKEND, EXIT_SOME_FAILED, EXIT_BELOW_THRESHOLD = 6, 7, 8
 _BACKEND_KINDS = frozenset({"unavailable", "timeout", "backend_error"})
 
 app = typer.Typer(
@@ -56,7 +57,8 @@ app = typer.Typer(
     epilog=(
         "Exit codes: 0 success (check: answered), 1 internal error, 2 usage error or invalid input, "
         "3 declined, 4 partial, 5 undetermined, 6 backend unreachable/timed out/failed (health: not ok), "
-        "7 batch finished with failed lines, 9 the output could not be written."
+        "7 batch finished with failed lines, 8 answered with a confidence below --min-confidence, "
+        "9 the output could not be written."
     ),
 )
 stderr = Console(stderr=True)
@@ -70,6 +72,15 @@ BaseUrl = Annotated[
 Model = Annotated[str | None, typer.Option("--model", help="Model name [env: TARSGUARD_MODEL; default: auto-detect]")]
 TimeoutOpt = Annotated[
     float | None, typer.Option("--timeout", help="Seconds for one whole check [env: TARSGUARD_TIMEOUT]")
+]
+MinConfidence = Annotated[
+    float | None,
+    typer.Option(
+        "--min-confidence",
+        min=0.0,
+        max=1.0,
+        help="Confidence an answered decision needs to be allowed [env: TARSGUARD_MIN_CONFIDENCE; default: 0.5]",
+    ),
 ]
 
 
@@ -105,6 +116,7 @@ def check(
     max_tokens: Annotated[int | None, typer.Option("--max-tokens", min=1, help="Token budget [4096].")] = None,
     temperature: Annotated[float | None, typer.Option("--temperature", help="Sampling temperature [0.6].")] = None,
     stream: Annotated[bool, typer.Option("--stream/--no-stream", help="Stream, for real timings.")] = True,
+    min_confidence: MinConfidence = None,
 ) -> None:
     """Check one prompt (TEXT), or a JSONL file of prompts with --input."""
     sampling: SamplingOverrides = {}
@@ -112,7 +124,7 @@ def check(
         sampling["max_tokens"] = max_tokens
     if temperature is not None:
         sampling["temperature"] = temperature
-    options: dict[str, Any] = {"model": model, "timeout": timeout, "stream": stream}
+    options: dict[str, Any] = {"model": model, "timeout": timeout, "stream": stream, "min_confidence": min_confidence}
     if (text is None) == (input is None):
         fail(EXIT_USAGE, "give either a prompt TEXT or --input FILE")
     if input is not None:
@@ -124,7 +136,10 @@ def check(
         typer.echo(verdict.model_dump_json())
     else:
         Console().print(_panel(verdict, show_reasoning))
-    raise typer.Exit(EXIT_DECISION[verdict.decision])
+    if verdict.allowed:
+        raise typer.Exit(EXIT_OK)
+    below = verdict.decision is Decision.ANSWERED
+    raise typer.Exit(EXIT_BELOW_THRESHOLD if below else EXIT_DECISION[verdict.decision])
 
 
 @app.command()
@@ -205,8 +220,13 @@ def proxy(
         typer.Option("--mode", help="screen (check, then forward), parallel (both at once), or answer (TARS replies)."),
     ] = "screen",
     screen: Annotated[
-        str, typer.Option("--screen", help="What is checked: last (the last user turn) or conversation.")
-    ] = "last",
+        str,
+        typer.Option(
+            "--screen",
+            help="What is checked: all (every part of the conversation the upstream reads), conversation, or "
+            "last (only the last user turn).",
+        ),
+    ] = "all",
     on_error: Annotated[
         str, typer.Option("--on-error", help="A failed check: decline, or allow the request through.")
     ] = "decline",
@@ -218,13 +238,17 @@ def proxy(
         float, typer.Option("--upstream-timeout", help="Seconds the upstream may stay silent.")
     ] = 600.0,
     decline_message: Annotated[
-        str | None, typer.Option("--decline-message", help="The reply to a decline [default: TARS's own answer].")
+        str | None,
+        typer.Option(
+            "--decline-message", help="The reply to a decline [default: TARS's own complete decline, else a fixed one]."
+        ),
     ] = None,
     keys_file: Annotated[
         Path | None,
         typer.Option("--keys-file", help="Client API keys, one per line [also: TARSGUARD_PROXY_API_KEYS]"),
     ] = None,
     log_prompts: Annotated[bool, typer.Option("--log-prompts", help="Log each prompt with its verdict.")] = False,
+    min_confidence: MinConfidence = None,
     access_log: Annotated[bool, typer.Option("--access-log/--no-access-log", help="Log each HTTP request.")] = True,
 ) -> None:
     """Serve an OpenAI-compatible API that screens prompts with TARS before the upstream answers them."""
@@ -251,6 +275,7 @@ def proxy(
             api_keys=read_keys(keys_file),
             upstream_api_key=os.environ.get(ENV_UPSTREAM_KEY) or None,
             log_prompts=log_prompts,
+            min_confidence=min_confidence,
             host=host,
             port=port,
         )

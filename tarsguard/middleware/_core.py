@@ -10,17 +10,20 @@ import functools
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
+from .._cache import VerdictCache, cache_key
 from .._config import Timeout
 from .._exceptions import ConfigurationError, InvalidInput, TarsGuardError
 from .._guard import AsyncGuard, Guard, error_verdict
-from .._input import Prompt
+from .._input import Prompt, check_strings
 from .._sync import LoopThread
-from .._types import Verdict
+from .._types import Decision, Verdict
 
 __all__ = [
     "DEFAULT_DECLINE_MESSAGE",
+    "DEFAULT_SCOPE",
     "MODES",
     "SCOPES",
     "AnyGuard",
@@ -28,12 +31,14 @@ __all__ = [
     "GuardedText",
     "Mode",
     "OnDecline",
+    "Part",
     "Scope",
     "Screener",
     "attach",
     "completion_payload",
     "decline_text",
-    "screened_prompt",
+    "own_decline",
+    "screened_parts",
     "stream_payloads",
     "verdict_of",
 ]
@@ -43,17 +48,24 @@ T = TypeVar("T")
 Mode = Literal["screen", "parallel", "answer"]
 """``screen``: check, then call the chatbot if allowed. ``parallel``: both at once, the chatbot's reply held
 until the verdict and cancelled on a decline. ``answer``: the reasoner's own answer is the reply."""
-Scope = Literal["last", "conversation"]
-"""What is checked: the latest user turn, or the conversation up to it."""
+Scope = Literal["all", "conversation", "last"]
+"""What is checked. ``all`` (the default): everything in the request that the model reads and the client wrote,
+each part on its own: the latest user turn, earlier user turns, system and developer turns, assistant turns
+(a prefill after the latest user turn among them), tool results, tool calls' names and arguments, and
+messages' names. ``conversation``: the conversation up to the latest user turn as one prompt, and, each on
+its own, what that leaves out: messages after it (an assistant prefill), tool results, tool calls and names.
+``last``: only the latest user turn's text."""
 OnDecline = str | Callable[[Verdict], Any]
 """``"answer"`` (the reasoner's answer), ``"raise"`` (raise ``Declined``), another string (that message),
 or a callable mapping the verdict to the reply."""
 AnyGuard = Guard | AsyncGuard
 
 MODES: tuple[Mode, ...] = ("screen", "parallel", "answer")
-SCOPES: tuple[Scope, ...] = ("last", "conversation")
+SCOPES: tuple[Scope, ...] = ("all", "conversation", "last")
+DEFAULT_SCOPE: Scope = "all"
 DEFAULT_DECLINE_MESSAGE = "Sorry, I can't help with that."
-"""The reply to a decline when the reasoner gave no answer of its own (a failed check)."""
+"""The reply to a prompt the guard did not allow when the reasoner gave no complete decline of its own (a failed,
+cut-off, malformed or not confident enough check)."""
 
 _VERDICT_ATTR = "tarsguard_verdict"
 
@@ -119,46 +131,111 @@ def check_options(mode: str, scope: str) -> None:
 # -- what to screen ------------------------------------------------------------------------------------
 
 
-def screened_prompt(prompt: Any, scope: Scope) -> Prompt:
-    """The part of ``prompt`` (a string, or chat messages in OpenAI's format) that the guard checks.
+@dataclass(frozen=True, slots=True)
+class Part:
+    """One part of a request that the guard checks on its own."""
 
-    ``last``: the text of the latest user turn that has text. ``conversation``: the text turns up to and
-    including that one, ``developer`` turns as ``system``, tool turns and text-less assistant turns left out.
-    Raises ``InvalidInput`` when no user turn has text, or a screened turn has content other than text.
+    where: str
+    """Which part of the request it is, in words: ``the latest user turn``, ``message 0 (system)``..."""
+    prompt: Prompt
+    """What the guard checks: a text, or (``conversation``) chat messages ending with a user turn."""
+
+
+def screened_parts(prompt: Any, scope: Scope = DEFAULT_SCOPE) -> list[Part]:
+    """The parts of ``prompt`` (a string, or chat messages in OpenAI's format) that the guard checks, the
+    latest user turn (or, for ``conversation``, the conversation up to it) first; see ``Scope``.
+
+    Empty texts are left out and a text that repeats is listed once. Raises ``InvalidInput`` when no user turn
+    has text, a message has an unknown role, or a screened part holds content other than text (an assistant
+    turn's other content, such as audio, is skipped).
     """
+    check_strings(prompt)  # text that cannot be encoded is invalid before anything is sent
     if isinstance(prompt, str):
-        return prompt
+        return [Part("the prompt", prompt)]
     if isinstance(prompt, (bytes, bytearray)) or not isinstance(prompt, Sequence):
         raise InvalidInput(f"expected a prompt string or a list of chat messages, got {type(prompt).__name__}")
-    last = text = None
+    last, text = _latest_user_turn(prompt)
+    if scope == "last":
+        return [Part("the latest user turn", text)]
+    if scope == "conversation":
+        parts = [Part("the conversation up to the latest user turn", _conversation(prompt, last))]
+    else:
+        parts = [Part("the latest user turn", text)]
+    seen = {text}
+
+    def add(where: str, piece: str) -> None:
+        if piece.strip() and piece not in seen:
+            seen.add(piece)
+            parts.append(Part(where, piece))
+
+    for index, message in enumerate(prompt):
+        role = _field(message, "role")
+        if role not in _ROLES:
+            raise InvalidInput(f"message {index} has role {role!r}")
+        in_conversation = scope == "conversation" and index <= last and role not in ("tool", "function")
+        if index != last and not in_conversation:
+            add(f"message {index} ({role})", _message_text(message, index, role))
+        if role == "assistant":
+            for call in _tool_calls(message):
+                add(f"a tool call of message {index}", call)
+        name = _field(message, "name")
+        if isinstance(name, str):
+            add(f"the name of message {index}", name)
+    return parts
+
+
+_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+
+
+def _latest_user_turn(prompt: Sequence[Any]) -> tuple[int, str]:
+    """The index and text of the latest user turn that has text."""
     for index in range(len(prompt) - 1, -1, -1):
         if _field(prompt[index], "role") == "user":
             content = _field(prompt[index], "content")
             text = _text(content, index, strict=True) if content is not None else ""
             if text.strip():
-                last = index
-                break
-    if last is None or text is None:
-        raise InvalidInput("the conversation has no user turn with text to screen")
-    if scope == "last":
-        return text
+                return index, text
+    raise InvalidInput("the conversation has no user turn with text to screen")
+
+
+def _conversation(prompt: Sequence[Any], last: int) -> list[dict[str, str]]:
+    """The system, user and assistant text turns up to and including ``last``, ``developer`` turns as system."""
     messages: list[dict[str, str]] = []
     for index in range(last + 1):
         message = prompt[index]
         role = _field(message, "role")
         if role in ("tool", "function"):
             continue
-        if role == "developer":
-            role = "system"
-        if role not in ("system", "user", "assistant"):
+        if role not in _ROLES:
             raise InvalidInput(f"message {index} has role {role!r}")
-        content = _field(message, "content")
-        if content is None:
-            continue
-        turn = _text(content, index, strict=role != "assistant")
+        turn = _message_text(message, index, role)
         if turn or role == "user":
-            messages.append({"role": role, "content": turn})
+            messages.append({"role": "system" if role == "developer" else role, "content": turn})
     return messages
+
+
+def _message_text(message: Any, index: int, role: str) -> str:
+    """The text of a message the model reads: its content, and an assistant's refusal."""
+    content = _field(message, "content")
+    text = "" if content is None else _text(content, index, strict=role != "assistant")
+    refusal = _field(message, "refusal") if role == "assistant" else None
+    if isinstance(refusal, str) and refusal.strip():
+        text = f"{text}\n{refusal}" if text else refusal
+    return text
+
+
+def _tool_calls(message: Any) -> list[str]:
+    """The texts of an assistant turn's tool calls (and legacy function call): each function's name and arguments."""
+    calls = list(_field(message, "tool_calls") or ())
+    legacy = _field(message, "function_call")
+    functions = [_field(call, "function") for call in calls] + ([legacy] if legacy is not None else [])
+    texts = []
+    for function in functions:
+        if function is None:
+            continue
+        pieces = (_field(function, "name"), _field(function, "arguments"))
+        texts.append("\n".join(piece for piece in pieces if isinstance(piece, str) and piece.strip()))
+    return texts
 
 
 def _field(item: Any, name: str) -> Any:
@@ -175,7 +252,9 @@ def _text(content: Any, index: int, *, strict: bool) -> str:
         texts = []
         for part in content:
             kind, text = _field(part, "type"), _field(part, "text")
-            if kind == "text" and isinstance(text, str):
+            if kind == "refusal":
+                text = _field(part, "refusal")
+            if kind in ("text", "refusal") and isinstance(text, str):
                 texts.append(text)
             elif strict:
                 raise InvalidInput(f"message {index} has {kind or 'non-text'} content; only text can be screened")
@@ -187,10 +266,29 @@ def _text(content: Any, index: int, *, strict: bool) -> str:
 
 
 def decline_text(verdict: Verdict, message: str | None = None) -> str:
-    """The reply to a decline: ``message`` if given, else the reasoner's answer, else a default message."""
+    """The reply to a prompt the guard did not allow: ``message`` if given; else the reasoner's own answer when
+    it is a complete decline (see ``own_decline``); else ``DEFAULT_DECLINE_MESSAGE``."""
     if message is not None:
         return message
-    return verdict.answer.strip() or DEFAULT_DECLINE_MESSAGE
+    return verdict.answer.strip() if own_decline(verdict) else DEFAULT_DECLINE_MESSAGE
+
+
+def own_decline(verdict: Verdict) -> bool:
+    """Whether the reasoner's answer may be served as the reply to a decline: a declined or partial answer that
+    the reasoner finished (``finish_reason`` ``stop``, not stopped early) in its expected format, with no error.
+
+    Anything else (undetermined, cut off by ``max_tokens`` or the reasoning budget, malformed, an answer below
+    the guard's threshold, a failed check) may hold text nobody has checked, so it never is.
+    """
+    trace = verdict.trace
+    return (
+        verdict.decision in (Decision.DECLINED, Decision.PARTIAL)
+        and trace.error is None
+        and trace.format_ok
+        and trace.finish_reason == "stop"
+        and trace.stopped is None
+        and bool(verdict.answer.strip())
+    )
 
 
 def decline_reply(verdict: Verdict, on_decline: OnDecline) -> Any:
@@ -255,23 +353,36 @@ def stream_payloads(
 
 
 class Screener:
-    """Checks prompts with a ``Guard`` or an ``AsyncGuard``, from sync or async code.
+    """Checks prompts, and the parts of a request (``screened_parts``), with a ``Guard`` or an ``AsyncGuard``,
+    from sync or async code.
 
     A check that raises (a guard with ``on_error="raise"``, the default) fails closed here: it gives an
-    undetermined verdict recording the error with the ``decline`` policy. ``InvalidInput`` and
-    ``ConfigurationError`` are still raised. Guards with ``on_error="decline"`` or ``"allow"`` keep their policy.
+    undetermined verdict recording the error with the ``decline`` policy (``fail_closed=False`` raises it
+    instead). ``InvalidInput`` and ``ConfigurationError`` are always raised. Guards with ``on_error="decline"``
+    or ``"allow"`` keep their policy.
+
+    A request's parts are checked at once and the strictest verdict wins. Parts other than the first (a system
+    prompt sent with every request, earlier turns) are checked once and then answered from the guard's verdict
+    cache, or, for a guard without one, from the screener's own (``GATE_CACHE_SIZE`` verdicts, one hour).
     """
 
     def __init__(
-        self, guard: AnyGuard, timeout: float | Timeout | None = None, *, reply_from_tars: bool = False
+        self,
+        guard: AnyGuard,
+        timeout: float | Timeout | None = None,
+        *,
+        reply_from_tars: bool = False,
+        fail_closed: bool = True,
     ) -> None:
         if not isinstance(guard, (Guard, AsyncGuard)):
             raise ConfigurationError(f"expected a Guard or an AsyncGuard, got {type(guard).__name__}")
         self.guard = guard
         self._timeout = timeout
+        self._fail_closed = fail_closed
         # Where another model writes the reply, TARS's answer only has to settle the decision: stop it early
         # (unless the guard was configured otherwise). Where TARS's answer is the reply, let it finish.
         self._early_stop = None if reply_from_tars else guard.early_stop_when_screening
+        self._verdicts = VerdictCache(GATE_CACHE_SIZE) if guard.cache is None else None
 
     async def acheck(self, prompt: Prompt) -> Verdict:
         """The verdict on ``prompt``, from async code."""
@@ -280,11 +391,13 @@ class Screener:
         try:
             if isinstance(guard, AsyncGuard):
                 return await guard.check(prompt, timeout=self._timeout, early_stop=self._early_stop)
-            call = functools.partial(guard.check, prompt, timeout=self._timeout)
-            return await asyncio.get_running_loop().run_in_executor(_executor(), call)
+            call = functools.partial(guard.check, prompt, timeout=self._timeout, early_stop=self._early_stop)
+            return await asyncio.get_running_loop().run_in_executor(_executor(), contextvars.copy_context().run, call)
         except (InvalidInput, ConfigurationError):
             raise
         except TarsGuardError as exc:
+            if not self._fail_closed:
+                raise
             return failed_verdict(guard, exc, started)
 
     def check(self, prompt: Prompt) -> Verdict:
@@ -298,11 +411,87 @@ class Screener:
         except (InvalidInput, ConfigurationError):
             raise
         except TarsGuardError as exc:
+            if not self._fail_closed:
+                raise
             return failed_verdict(guard, exc, started)
 
-    def submit(self, prompt: Prompt) -> concurrent.futures.Future[Verdict]:
-        """Start checking ``prompt`` in the background, from sync code."""
-        return _executor().submit(self.check, prompt)
+    async def ascreen(self, parts: Sequence[Part]) -> Verdict:
+        """The verdict on a request's ``parts`` (see ``screened_parts``), from async code: the strictest."""
+        verdicts, todo = self._recalled(parts)
+        if todo:
+            self._settle(parts, verdicts, todo, await self._gather(parts, todo))
+        return _strictest(parts, verdicts)
+
+    def screen(self, parts: Sequence[Part]) -> Verdict:
+        """The verdict on a request's ``parts``, from sync code (also from inside a running event loop)."""
+        verdicts, todo = self._recalled(parts)
+        if len(todo) == 1:
+            verdicts[todo[0]] = self._remember(parts[todo[0]], self.check(parts[todo[0]].prompt))
+        elif todo:
+            self._settle(parts, verdicts, todo, _loop_thread().run(self._gather(parts, todo)))
+        return _strictest(parts, verdicts)
+
+    async def _gather(self, parts: Sequence[Part], todo: Sequence[int]) -> list[Any]:
+        """The verdicts on ``parts`` at ``todo`` (or the errors in their place), checked at once."""
+        return await asyncio.gather(*(self.acheck(parts[i].prompt) for i in todo), return_exceptions=True)
+
+    def submit(self, parts: Sequence[Part]) -> concurrent.futures.Future[Verdict]:
+        """Start checking a request's ``parts`` in the background, from sync code."""
+        return _executor().submit(self.screen, parts)
+
+    def _recalled(self, parts: Sequence[Part]) -> tuple[list[Verdict | None], list[int]]:
+        """The cached verdicts of ``parts`` after the first, and the indices of the parts still to check."""
+        if not parts:
+            raise InvalidInput("there is nothing to screen")
+        verdicts: list[Verdict | None] = [None] * len(parts)
+        if self._verdicts is not None:
+            for index in range(1, len(parts)):
+                verdicts[index] = self._verdicts.get(self._key(parts[index]))
+        return verdicts, [i for i, verdict in enumerate(verdicts) if verdict is None]
+
+    def _settle(
+        self, parts: Sequence[Part], verdicts: list[Verdict | None], todo: Sequence[int], results: list[Any]
+    ) -> None:
+        """Put the checks' ``results`` in place (and in the screener's cache); raise the first error among them."""
+        for index, result in zip(todo, results, strict=True):
+            if isinstance(result, BaseException):
+                raise result
+            verdicts[index] = self._remember(parts[index], result)
+
+    def _remember(self, part: Part, verdict: Verdict) -> Verdict:
+        if self._verdicts is not None and isinstance(part.prompt, str):
+            self._verdicts.put(self._key(part), verdict)
+        return verdict
+
+    def _key(self, part: Part) -> str:
+        """The screener's cache key of a text part: the text, the guard's model, sampling and detector."""
+        guard = self.guard
+        backend = guard.backend
+        model = guard._model or getattr(backend, "model", None) or f"default@{backend.endpoint}"
+        variant = f"gate early_stop={self._early_stop}"
+        messages = [{"role": "user", "content": str(part.prompt)}]
+        return cache_key(messages, model, guard.sampling, guard.detector.name, variant)
+
+
+GATE_CACHE_SIZE = 1024
+"""Verdicts a screener keeps, for guards without a verdict cache of their own, so that a repeated part of a
+request (a system prompt sent every time) is checked once."""
+
+_STRICTNESS = {Decision.DECLINED: 0, Decision.PARTIAL: 1}
+
+
+def _strictest(parts: Sequence[Part], verdicts: Sequence[Verdict | None]) -> Verdict:
+    """The verdict that decides a request: the first part's when every part is allowed, else the strictest
+    verdict that is not (a decline, then a partial answer, then the rest), naming its part in the evidence."""
+    checked = [(index, verdict) for index, verdict in enumerate(verdicts) if verdict is not None]
+    blocked = [(index, verdict) for index, verdict in checked if not verdict.allowed]
+    if not blocked:
+        return checked[0][1]
+    index, verdict = min(blocked, key=lambda item: (_STRICTNESS.get(item[1].decision, 2), item[0]))
+    if len(parts) > 1 and index > 0:
+        where = f"screened part: {parts[index].where}"
+        verdict = verdict.model_copy(update={"evidence": (where, *verdict.evidence)})
+    return verdict
 
 
 def failed_verdict(guard: AnyGuard, error: TarsGuardError, started: float) -> Verdict:

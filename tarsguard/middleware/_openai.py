@@ -18,6 +18,7 @@ from .._exceptions import ConfigurationError
 from .._guard import AsyncGuard, Guard
 from .._types import Verdict
 from ._core import (
+    DEFAULT_SCOPE,
     AnyGuard,
     Declined,
     Mode,
@@ -31,7 +32,7 @@ from ._core import (
     decline_reply,
     race,
     run_in_thread,
-    screened_prompt,
+    screened_parts,
     stream_payloads,
 )
 
@@ -73,7 +74,7 @@ def wrap_openai(
     *,
     mode: Mode = "screen",
     on_decline: OnDecline = "answer",
-    screen: Scope = "last",
+    screen: Scope = DEFAULT_SCOPE,
     timeout: float | Timeout | None = None,
 ) -> C:
     """Screen every ``client.chat.completions.create`` (and ``parse``) call of ``client`` with ``guard``.
@@ -81,14 +82,15 @@ def wrap_openai(
     Returns ``client`` itself; calls keep their signature and return types. ``guard`` defaults to a
     ``Guard`` (``AsyncGuard`` for ``AsyncOpenAI``) configured from ``TARSGUARD_*`` variables. A decline
     returns a normal ``ChatCompletion`` (or stream of chunks) whose message has ``refusal`` and ``content``
-    set to the decline message: the reasoner's answer by default, ``on_decline`` when it is another string
-    or a callable (verdict -> str); ``on_decline="raise"`` raises ``Declined``. Results carry the verdict as
-    ``tarsguard_verdict`` (read it with ``tarsguard.verdict_of``). ``mode`` and ``screen`` are as for
-    ``protect``; in parallel mode a stream starts flowing once the verdict allows it, and a declined request
-    is cancelled (the sync client cancels a stream once its headers are in; a non-streamed sync request
-    cannot be interrupted, and its reply is dropped). Clients made from it with ``with_options`` or
-    ``copy`` are screened too. Calls through ``with_raw_response`` / ``with_streaming_response`` are screened
-    and raise ``Declined`` on a decline.
+    set to the decline message: by default the reasoner's own complete decline, else
+    ``DEFAULT_DECLINE_MESSAGE``; ``on_decline`` when it is another string or a callable (verdict -> str);
+    ``on_decline="raise"`` raises ``Declined``. Results carry the verdict as ``tarsguard_verdict`` (read it
+    with ``tarsguard.verdict_of``). ``mode`` and ``screen`` are as for ``protect`` (by default every part of
+    ``messages`` the model reads is screened); in parallel mode a stream starts flowing once the verdict
+    allows it, and a declined request is cancelled (the sync client cancels a stream once its headers are in;
+    a non-streamed sync request cannot be interrupted, and its reply is dropped). Clients made from it with
+    ``with_options`` or ``copy`` are screened too. Calls through ``with_raw_response`` /
+    ``with_streaming_response`` are screened and raise ``Declined`` on a decline.
     """
     check_options(mode, screen)
     check_on_decline(on_decline)
@@ -131,13 +133,13 @@ class _Wrapper:
 
     def acreate(self, original: Callable[..., Any]) -> Callable[..., Any]:
         async def create(*args: Any, **kwargs: Any) -> Any:
-            prompt = screened_prompt(kwargs.get("messages"), self.scope)
+            parts = screened_parts(kwargs.get("messages"), self.scope)
             if self.mode == "parallel":
-                verdict, task = await race(self.screener.acheck(prompt), original(*args, **kwargs), _aclose)
+                verdict, task = await race(self.screener.ascreen(parts), original(*args, **kwargs), _aclose)
                 if verdict.allowed:
                     return attach(await task, verdict)
             else:
-                verdict = await self.screener.acheck(prompt)
+                verdict = await self.screener.ascreen(parts)
                 if verdict.allowed and self.mode == "screen":
                     return attach(await original(*args, **kwargs), verdict)
             reply = self.reply_text(verdict, kwargs)
@@ -150,11 +152,11 @@ class _Wrapper:
 
     def create(self, original: Callable[..., Any]) -> Callable[..., Any]:
         def create(*args: Any, **kwargs: Any) -> Any:
-            prompt = screened_prompt(kwargs.get("messages"), self.scope)
+            parts = screened_parts(kwargs.get("messages"), self.scope)
             if self.mode == "parallel":
                 future = run_in_thread(original, *args, **kwargs)
                 try:
-                    verdict = self.screener.check(prompt)
+                    verdict = self.screener.screen(parts)
                 except BaseException:
                     _drop(future)
                     raise
@@ -162,7 +164,7 @@ class _Wrapper:
                     return attach(future.result(), verdict)
                 _drop(future)
             else:
-                verdict = self.screener.check(prompt)
+                verdict = self.screener.screen(parts)
                 if verdict.allowed and self.mode == "screen":
                     return attach(original(*args, **kwargs), verdict)
             return self.reply(verdict, str(self.reply_text(verdict, kwargs)), kwargs, original, is_async=False)

@@ -12,9 +12,11 @@ from .._config import Timeout
 from .._exceptions import ConfigurationError, InvalidInput
 from .._types import Verdict
 from ._core import (
+    DEFAULT_SCOPE,
     AnyGuard,
     Mode,
     OnDecline,
+    Part,
     Scope,
     Screener,
     attach,
@@ -23,7 +25,7 @@ from ._core import (
     decline_reply,
     race,
     run_in_thread,
-    screened_prompt,
+    screened_parts,
 )
 
 __all__ = ["GuardedAsyncIterator", "GuardedIterator", "ProtectOptions", "protect"]
@@ -79,7 +81,7 @@ def protect(
     *,
     mode: Mode = "screen",
     on_decline: OnDecline = "answer",
-    screen: Scope = "last",
+    screen: Scope = DEFAULT_SCOPE,
     timeout: float | Timeout | None = None,
     prompt_arg: str | None = None,
 ) -> Any:
@@ -92,9 +94,11 @@ def protect(
     ``mode``: ``"screen"`` checks first and calls ``fn`` only when the verdict allows it; ``"parallel"``
     starts both at once, holds ``fn``'s reply until the verdict is in and cancels ``fn`` on a decline;
     ``"answer"`` replies with the reasoner's own answer and never calls ``fn``. ``screen`` chooses what is
-    checked: the latest user turn (``"last"``) or the conversation up to it. ``on_decline``: ``"answer"``
-    (the reasoner's answer), ``"raise"`` (raise ``Declined``), any other string (that message), or a
-    callable taking the verdict (awaited when it returns an awaitable).
+    checked (see ``Scope``): every part of the conversation the model reads (``"all"``, the default), the
+    conversation up to the latest user turn and what it leaves out (``"conversation"``), or only the latest
+    user turn (``"last"``); any part that is not allowed blocks the call. ``on_decline``: ``"answer"`` (the
+    reasoner's own complete decline, else ``DEFAULT_DECLINE_MESSAGE``), ``"raise"`` (raise ``Declined``), any
+    other string (that message), or a callable taking the verdict (awaited when it returns an awaitable).
 
     A check that fails follows the guard's ``on_error``; a guard that would raise fails closed here.
     A ``str`` reply comes back as ``GuardedText`` (``reply.verdict``); other replies carry the verdict in a
@@ -176,8 +180,8 @@ class _Protected:
         self.scope = scope
         self.locate = locate
 
-    def prompt(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        return screened_prompt(self.locate(args, kwargs), self.scope)
+    def prompt(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Part]:
+        return screened_parts(self.locate(args, kwargs), self.scope)
 
     def wrapper(self) -> Callable[..., Any]:
         fn = self.fn
@@ -210,11 +214,11 @@ class _Protected:
     async def call_async(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         prompt = self.prompt(args, kwargs)
         if self.mode == "parallel":
-            verdict, task = await race(self.screener.acheck(prompt), self.fn(*args, **kwargs))
+            verdict, task = await race(self.screener.ascreen(prompt), self.fn(*args, **kwargs))
             if verdict.allowed:
                 return attach(await task, verdict)
         else:
-            verdict = await self.screener.acheck(prompt)
+            verdict = await self.screener.ascreen(prompt)
             if verdict.allowed and self.mode == "screen":
                 return attach(await self.fn(*args, **kwargs), verdict)
         reply = await self.refuse_async(verdict)
@@ -225,7 +229,7 @@ class _Protected:
         if self.mode == "parallel":
             future = run_in_thread(self.fn, *args, **kwargs)
             try:
-                verdict = self.screener.check(prompt)
+                verdict = self.screener.screen(prompt)
             except BaseException:
                 future.cancel()
                 raise
@@ -233,7 +237,7 @@ class _Protected:
                 return attach(future.result(), verdict)
             future.cancel()  # stops it only if it has not started; a running call's reply is dropped
         else:
-            verdict = self.screener.check(prompt)
+            verdict = self.screener.screen(prompt)
             if verdict.allowed and self.mode == "screen":
                 return attach(self.fn(*args, **kwargs), verdict)
         return attach(self.refuse(verdict), verdict)
@@ -254,7 +258,9 @@ class GuardedAsyncIterator(Generic[T]):
 
     tarsguard_verdict: Verdict | None
 
-    def __init__(self, protected: _Protected, prompt: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    def __init__(
+        self, protected: _Protected, prompt: list[Part], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
         self.tarsguard_verdict = None
         self._items = self._run(protected, prompt, args, kwargs)
 
@@ -270,11 +276,11 @@ class GuardedAsyncIterator(Generic[T]):
         await self._items.aclose()
 
     async def _run(
-        self, protected: _Protected, prompt: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+        self, protected: _Protected, prompt: list[Part], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> AsyncGenerator[Any, None]:
         screener, mode = protected.screener, protected.mode
         if mode != "parallel":
-            verdict = self.tarsguard_verdict = await screener.acheck(prompt)
+            verdict = self.tarsguard_verdict = await screener.ascreen(prompt)
             if not (verdict.allowed and mode == "screen"):
                 yield await protected.refuse_async(verdict)
                 return
@@ -288,7 +294,7 @@ class GuardedAsyncIterator(Generic[T]):
         queue: asyncio.Queue[Any] = asyncio.Queue()
         pump = asyncio.ensure_future(_pump(protected.fn(*args, **kwargs), queue))
         try:
-            verdict = self.tarsguard_verdict = await screener.acheck(prompt)
+            verdict = self.tarsguard_verdict = await screener.ascreen(prompt)
             if not verdict.allowed:
                 pump.cancel()
                 yield await protected.refuse_async(verdict)
@@ -325,7 +331,9 @@ class GuardedIterator(Generic[T]):
 
     tarsguard_verdict: Verdict | None
 
-    def __init__(self, protected: _Protected, prompt: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    def __init__(
+        self, protected: _Protected, prompt: list[Part], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
         self.tarsguard_verdict = None
         self._items = self._run(protected, prompt, args, kwargs)
 
@@ -341,11 +349,11 @@ class GuardedIterator(Generic[T]):
         self._items.close()
 
     def _run(
-        self, protected: _Protected, prompt: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+        self, protected: _Protected, prompt: list[Part], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Generator[Any, None, None]:
         screener, mode = protected.screener, protected.mode
         if mode != "parallel":
-            verdict = self.tarsguard_verdict = screener.check(prompt)
+            verdict = self.tarsguard_verdict = screener.screen(prompt)
             if not (verdict.allowed and mode == "screen"):
                 yield protected.refuse(verdict)
                 return

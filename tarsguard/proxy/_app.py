@@ -20,10 +20,17 @@ from pydantic import ValidationError
 from .._config import Timeout
 from .._exceptions import InvalidInput
 from .._guard import AsyncGuard, Guard
-from .._input import Prompt
 from .._types import Verdict
 from .._version import __version__
-from ..middleware._core import Screener, completion_payload, decline_text, discard, screened_prompt, stream_payloads
+from ..middleware._core import (
+    Part,
+    Screener,
+    completion_payload,
+    decline_text,
+    discard,
+    screened_parts,
+    stream_payloads,
+)
 from ._config import KeyRing, ProxyConfig
 from ._metrics import CONTENT_TYPE, Metrics
 from ._schema import ChatCompletion, ChatCompletionRequest, ErrorResponse, HealthStatus, ModelList
@@ -90,6 +97,12 @@ class _Upstream:
     body: bytes | None = None
 
 
+_MODELS_TTL = 60.0
+"""Seconds the upstream's model list is trusted before it is read again."""
+_MODELS_REREAD = 1.0
+"""Seconds after reading the list before a request for a model it lacks reads it again."""
+
+
 class _Proxy:
     """The proxy's state and request handling."""
 
@@ -97,7 +110,11 @@ class _Proxy:
         self.config = config
         if guard is None:
             guard = AsyncGuard(
-                config.guard_url, model=config.guard_model, timeout=config.timeout, on_error=config.on_error
+                config.guard_url,
+                model=config.guard_model,
+                timeout=config.timeout,
+                on_error=config.on_error,
+                min_confidence=config.min_confidence,
             )
         self.guard = guard
         self.screener = Screener(guard, reply_from_tars=config.mode == "answer")
@@ -110,6 +127,8 @@ class _Proxy:
         self.models_url = upstream + "/models"
         self.upstream_auth = f"Bearer {config.upstream_api_key}" if config.upstream_api_key else None
         self._session: aiohttp.ClientSession | None = None
+        self._models: dict[str | None, tuple[float, frozenset[str]]] = {}
+        """The upstream's model ids by the authorization they were listed under, with when they were read."""
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -145,16 +164,21 @@ class _Proxy:
         raw = await request.body()
         try:
             body = ChatCompletionRequest.model_validate_json(raw)
-            prompt = screened_prompt(body.messages, self.scope)
+            parts = screened_parts(body.messages, self.scope)
         except ValidationError as exc:
             return self.invalid(_validation_message(exc), _validation_param(exc))
         except InvalidInput as exc:
             return self.invalid(str(exc), "messages")
+        if await self.unknown_model(body.model, request.headers):
+            # Before any check: the upstream would refuse it anyway.
+            self.metrics.requests["invalid"].inc()
+            message = f"The model `{body.model}` does not exist or is not served by the upstream."
+            return _error(404, message, "invalid_request_error", param="model", code="model_not_found")
         stream = body.stream is True
         # In parallel mode the upstream request starts now; its headers and body wait for the verdict.
         task = asyncio.ensure_future(self.send(raw, request.headers, stream)) if self.mode == "parallel" else None
         try:
-            verdict = await self.check(prompt)
+            verdict = await self.check(parts)
         except BaseException as exc:
             if task is not None:
                 discard(task, _close_upstream)
@@ -175,11 +199,12 @@ class _Proxy:
             return _error(exc.status, exc.message, "upstream_error", headers=_verdict_headers(verdict))
         return self.relay(upstream, verdict, started)
 
-    async def check(self, prompt: Prompt) -> Verdict:
+    async def check(self, parts: list[Part]) -> Verdict:
         started = time.perf_counter()
-        verdict = await self.screener.acheck(prompt)
+        verdict = await self.screener.ascreen(parts)
         self.metrics.checked(verdict, time.perf_counter() - started)
         if self.config.log_prompts:
+            prompt = parts[0].prompt if len(parts) == 1 else [part.prompt for part in parts]
             logger.info("verdict %s %s prompt=%r", verdict.trace.verdict_id, verdict.decision.value, prompt)
         return verdict
 
@@ -202,6 +227,39 @@ class _Proxy:
             raise _UpstreamFailed(502, f"the upstream's response was cut off ({_name(exc)})", "cut_off") from None
         response.release()
         return _Upstream(response, body)
+
+    async def unknown_model(self, model: str, headers: Mapping[str, str]) -> bool:
+        """Whether the upstream's ``/models`` (read at most once a minute, again when a model is missing) lacks
+        ``model``; ``False`` when there is no upstream or its list cannot be read (the upstream then decides)."""
+        if self.config.upstream is None:
+            return False
+        auth = self.upstream_headers(headers).get("authorization")
+        known = self._models.get(auth)
+        now = time.monotonic()
+        if known is not None and model in known[1] and now - known[0] < _MODELS_TTL:
+            return False
+        if known is None or now - known[0] >= _MODELS_REREAD:
+            listed = await self.upstream_models(headers)
+            if listed is None:
+                return False
+            known = self._models[auth] = (now, listed)
+        return model not in known[1]
+
+    async def upstream_models(self, headers: Mapping[str, str]) -> frozenset[str] | None:
+        """The ids the upstream's ``/models`` lists, or ``None`` if it cannot be read."""
+        request_headers = self.upstream_headers(headers)
+        del request_headers["content-type"]
+        try:
+            async with self.session.get(self.models_url, headers=request_headers) as response:
+                if response.status != 200:
+                    return None
+                payload = await response.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            return None
+        data = payload.get("data") if isinstance(payload, dict) else None
+        if not isinstance(data, list):
+            return None
+        return frozenset(str(m["id"]) for m in data if isinstance(m, dict) and isinstance(m.get("id"), str))
 
     def upstream_headers(self, headers: Mapping[str, str]) -> dict[str, str]:
         out = {name: value for name, value in headers.items() if name not in _REQUEST_DROP}

@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
+from .._config import resolve_min_confidence
 from .._exceptions import ConfigurationError
-from ..middleware._core import MODES, SCOPES, Mode, Scope
+from ..middleware._core import DEFAULT_SCOPE, MODES, SCOPES, Mode, Scope
 
 __all__ = [
     "ENV_KEYS",
@@ -40,17 +41,20 @@ class ProxyConfig:
     key comes from ``TARSGUARD_API_KEY``). ``mode``, ``screen``: as for ``protect``. ``on_error``: a failed
     check declines (default) or lets the request through. ``timeout``: seconds for one check;
     ``upstream_timeout``: seconds the upstream may stay silent; ``connect_timeout``: seconds to connect to
-    it. ``decline_message``: the reply to a decline (default: the reasoner's answer). ``api_keys``: the
+    it. ``decline_message``: the reply to a decline (default: the reasoner's own complete decline, else
+    ``DEFAULT_DECLINE_MESSAGE``). ``api_keys``: the
     Bearer keys clients must send (required to bind beyond loopback). ``upstream_api_key``: sent to the
     upstream; without it the client's ``Authorization`` header is passed on when the proxy has no keys of
     its own. ``log_prompts``: log each screened prompt with its verdict (off: prompts are never logged).
+    ``min_confidence``: the confidence an answered decision needs to be let through (else
+    ``TARSGUARD_MIN_CONFIDENCE``, else the guard's default); applies to the guard the proxy builds itself.
     """
 
     upstream: str | None = None
     guard_url: str | None = None
     guard_model: str | None = None
     mode: Mode = "screen"
-    screen: Scope = "last"
+    screen: Scope = DEFAULT_SCOPE
     on_error: ProxyErrorPolicy = "decline"
     timeout: float = 60.0
     upstream_timeout: float = 600.0
@@ -59,6 +63,7 @@ class ProxyConfig:
     api_keys: tuple[str, ...] = field(default=(), repr=False)
     upstream_api_key: str | None = field(default=None, repr=False)
     log_prompts: bool = False
+    min_confidence: float | None = None
     host: str = "127.0.0.1"
     port: int = 8080
     max_connections: int = 1024
@@ -68,6 +73,8 @@ class ProxyConfig:
             raise ConfigurationError(f"mode must be one of {', '.join(MODES)}; got {self.mode!r}")
         if self.screen not in SCOPES:
             raise ConfigurationError(f"screen must be one of {', '.join(SCOPES)}; got {self.screen!r}")
+        if self.min_confidence is not None:
+            resolve_min_confidence(self.min_confidence)
         if self.on_error not in ("decline", "allow"):
             raise ConfigurationError(f"on_error must be decline or allow; got {self.on_error!r}")
         if self.upstream is None:

@@ -109,3 +109,17 @@ def test_a_batch_whose_every_line_found_no_backend_exits_6(tmp_path: Path) -> No
     )
     assert code == 6
     assert [(r["id"], r["error"]["type"]) for r in lines] == [(1, "unavailable"), (2, "unavailable")]
+
+
+def test_check_exits_8_for_an_answer_below_min_confidence(
+    serve: Callable[..., ScriptedServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("TARSGUARD_MIN_CONFIDENCE", raising=False)
+    server = serve([ANSWERED, ANSWERED])
+    code, out, _ = invoke("check", "hi", "--json", "--base-url", server.base_url, "--min-confidence", "1")
+    assert code == 8
+    assert (out[0]["decision"], out[0]["allowed"], out[0]["trace"]["min_confidence"]) == ("answered", False, 1.0)
+    code, out, _ = invoke("check", "hi", "--json", "--base-url", server.base_url, "--min-confidence", "0")
+    assert code == 0 and out[0]["allowed"] is True
+    code, _, err = invoke("check", "hi", "--base-url", server.base_url, "--min-confidence", "1.5")
+    assert code == 2 and "min-confidence" in err

@@ -770,7 +770,7 @@ def test_min_confidence_default_environment_and_argument(monkeypatch: pytest.Mon
 
 @pytest.mark.parametrize("value", [-0.1, 1.5, float("nan"), "0.5", True])
 def test_min_confidence_must_be_a_number_from_0_to_1(value: Any) -> None:
-    with pytest.raises(ConfigurationError, match="min_confidence"):
+    with pytest.raises(ConfigurationError, match="min_confidence must be a number from 0 to 1"):
         Guard(backend=ScriptedBackend(), min_confidence=value)
 
 

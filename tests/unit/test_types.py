@@ -136,26 +136,21 @@ def test_allowed_semantics(decision: Decision, policy: str | None, allowed: bool
     assert make_verdict(decision, error=error).allowed is allowed
 
 
-@pytest.mark.parametrize(
-    ("decision", "confidence", "threshold", "allowed"),
-    [
-        (Decision.ANSWERED, 0.8, None, True),
-        (Decision.ANSWERED, 0.8, 0.8, True),
+def test_allowed_needs_the_recorded_min_confidence() -> None:
+    cases = [
         (Decision.ANSWERED, 0.8, 0.81, False),
+        (Decision.ANSWERED, 0.8, 0.8, True),
+        (Decision.ANSWERED, 0.8, None, True),
         (Decision.DECLINED, 0.99, 0.0, False),
         (Decision.PARTIAL, 0.99, 0.0, False),
-    ],
-)
-def test_allowed_needs_the_recorded_min_confidence(
-    decision: Decision, confidence: float, threshold: float | None, allowed: bool
-) -> None:
-    verdict = make_verdict(decision)
-    verdict = verdict.model_copy(
-        update={"confidence": confidence, "trace": verdict.trace.model_copy(update={"min_confidence": threshold})}
-    )
-    assert verdict.allowed is allowed
-    again = Verdict.model_validate_json(verdict.model_dump_json())
-    assert again == verdict and again.allowed is allowed
+    ]
+    for decision, confidence, threshold, allowed in cases:
+        verdict = make_verdict(decision)
+        trace = verdict.trace.model_copy(update={"min_confidence": threshold})
+        verdict = verdict.model_copy(update={"confidence": confidence, "trace": trace})
+        assert verdict.allowed is allowed, (decision, confidence, threshold)
+        again = Verdict.model_validate_json(verdict.model_dump_json())
+        assert again == verdict and again.allowed is allowed
 
 
 def test_verdict_repr_is_short_and_has_no_secret() -> None:

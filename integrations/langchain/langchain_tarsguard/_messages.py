@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any
 
-from langchain_core.messages import BaseMessage, HumanMessage, convert_to_messages
+from langchain_core.messages import AIMessage, BaseMessage, ChatMessage, HumanMessage, convert_to_messages
 from langchain_core.prompt_values import PromptValue
 from tarsguard import InvalidInput
+from tarsguard.middleware._core import DEFAULT_SCOPE, Part, Scope
+from tarsguard.middleware._core import screened_parts as _screened_parts
 
-__all__ = ["DEFAULT_INPUT_KEYS", "Scope", "chat_messages", "message_text", "screened_prompt", "to_messages"]
-
-Scope = Literal["last", "conversation"]
-"""What the guard checks: the latest user turn, or the conversation up to and including it."""
+__all__ = ["DEFAULT_INPUT_KEYS", "Scope", "chat_messages", "message_text", "screened_parts", "to_messages"]
 
 DEFAULT_INPUT_KEYS = ("input", "question", "query", "messages")
 """Keys looked up, in order, in a dict input when no ``input_key`` is given."""
@@ -44,36 +44,44 @@ def to_messages(value: Any, *, input_key: str | None = None) -> list[BaseMessage
     )
 
 
-def screened_prompt(value: Any, *, input_key: str | None = None, scope: Scope = "last") -> str | list[dict[str, str]]:
-    """The prompt the guard checks for a runnable's input.
+def screened_parts(value: Any, *, input_key: str | None = None, scope: Scope = DEFAULT_SCOPE) -> list[Part]:
+    """The parts of a runnable's input that the guard checks: tarsguard's ``screened_parts`` of its messages.
 
-    ``last``: the text of the latest user turn. ``conversation``: the system, user and assistant turns up to
-    and including it (tool turns and assistant turns without text left out). Raises ``InvalidInput`` when no
-    user turn has text, or a screened user turn holds content other than text (an image cannot be screened).
+    ``all`` (default): every part the model reads (system, user and assistant turns, tool results, tool calls,
+    names), each on its own. ``conversation``: the turns up to and including the latest user turn as one
+    prompt, and what that leaves out on its own. ``last``: the latest user turn. Raises ``InvalidInput`` when no
+    user turn has text, or a screened turn holds content other than text (an image cannot be screened).
     """
     if isinstance(value, str):
         if not value.strip():
             raise InvalidInput("the prompt is empty")
-        return value
+        return _screened_parts(value, scope)
     messages = to_messages(value, input_key=input_key)
-    last = None
-    for index in range(len(messages) - 1, -1, -1):
-        if messages[index].type == "human" and _text(messages[index], index, strict=True).strip():
-            last = index
-            break
-    if last is None:
-        raise InvalidInput("the input has no user turn with text to screen")
-    if scope == "last":
-        return _text(messages[last], last, strict=True)
-    turns: list[dict[str, str]] = []
-    for index, message in enumerate(messages[: last + 1]):
-        role = _ROLES.get(message.type)
-        if role is None:
-            continue  # tool and function results are not the user's words
-        text = _text(message, index, strict=role == "user")
-        if text or role == "user":
-            turns.append({"role": role, "content": text})
-    return turns
+    return _screened_parts([_openai_message(message) for message in messages], scope)
+
+
+def _openai_message(message: BaseMessage) -> dict[str, Any]:
+    """``message`` in OpenAI's chat format, as tarsguard screens it (reasoning blocks left out)."""
+    role = message.role if isinstance(message, ChatMessage) else _OPENAI_ROLES.get(message.type, message.type)
+    content: Any = message.content
+    if not isinstance(content, str):
+        content = [
+            {"type": "text", "text": part} if isinstance(part, str) else part
+            for part in content
+            if isinstance(part, str) or part.get("type") not in _SKIPPED_BLOCKS
+        ]
+    out: dict[str, Any] = {"role": role, "content": content}
+    if message.name:
+        out["name"] = message.name
+    if isinstance(message, AIMessage) and message.tool_calls:
+        out["tool_calls"] = [
+            {"function": {"name": call["name"], "arguments": json.dumps(call["args"], ensure_ascii=False)}}
+            for call in message.tool_calls
+        ]
+    return out
+
+
+_OPENAI_ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool", "function": "function"}
 
 
 def chat_messages(messages: Sequence[BaseMessage]) -> list[dict[str, str]]:

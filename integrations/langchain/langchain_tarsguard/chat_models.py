@@ -64,7 +64,8 @@ class ChatTARS(BaseChatModel):
     The reply is an ``AIMessage`` whose content is TARS's answer. The reasoning is a ``reasoning`` content
     block (``message.content_blocks``; in ``content`` itself with ``output_version="v1"``) and
     ``additional_kwargs["reasoning_content"]``. ``response_metadata`` holds ``model_name``,
-    ``finish_reason``, ``tarsguard_decision`` and the whole ``tarsguard_verdict``; ``usage_metadata`` the
+    ``finish_reason``, ``tarsguard_decision``, ``tarsguard_allowed`` (the verdict's ``allowed``: answered with at
+    least the guard's ``min_confidence``) and the whole ``tarsguard_verdict``; ``usage_metadata`` the
     token counts, reasoning tokens included. Streams reasoning chunks, then answer chunks, as generated.
 
     ```python
@@ -103,6 +104,10 @@ class ChatTARS(BaseChatModel):
     """Retries of connect errors, 429 and 5xx (with ``base_url`` only; a given backend keeps its own)."""
     streaming: bool = False
     """Whether ``invoke`` streams (so callbacks see each token)."""
+    min_confidence: float | None = None
+    """The confidence an answered decision needs for the verdict to allow the prompt
+    (``response_metadata["tarsguard_allowed"]``), with ``backend``/``base_url``; a guard brings its own.
+    Default: ``TARSGUARD_MIN_CONFIDENCE``, else tarsguard's default."""
 
     model_config = ConfigDict(populate_by_name=True, arbitrary_types_allowed=True)
 
@@ -123,11 +128,19 @@ class ChatTARS(BaseChatModel):
             raise ConfigurationError(f"detector must have assess() and name, got {type(detector).__name__}")
         if guard is not None and detector is not None:
             raise ConfigurationError("pass the detector to the guard (Guard(detector=...)), not to ChatTARS")
+        if guard is not None and self.min_confidence is not None:
+            raise ConfigurationError("pass min_confidence to the guard (Guard(min_confidence=...)), not to ChatTARS")
         if self.timeout is not None:
             Timeout.of(self.timeout)  # a bad value fails here, not on the first call
         if guard is None:
             if backend is not None:
-                guard = AsyncGuard(backend=backend, model=self.model_name, timeout=self.timeout, detector=detector)
+                guard = AsyncGuard(
+                    backend=backend,
+                    model=self.model_name,
+                    timeout=self.timeout,
+                    detector=detector,
+                    min_confidence=self.min_confidence,
+                )
             elif self.base_url:
                 guard = AsyncGuard(
                     self.base_url,
@@ -136,6 +149,7 @@ class ChatTARS(BaseChatModel):
                     max_retries=self.max_retries,
                     timeout=self.timeout,
                     detector=detector,
+                    min_confidence=self.min_confidence,
                 )
             else:
                 raise ConfigurationError(
@@ -378,6 +392,7 @@ def _response_metadata(verdict: Verdict, model: str | None) -> dict[str, Any]:
         "request_id": trace.request_id,
         "tarsguard_decision": verdict.decision.value,
         "tarsguard_confidence": verdict.confidence,
+        "tarsguard_allowed": verdict.allowed,
         "tarsguard_verdict_id": trace.verdict_id,
         "tarsguard_verdict": verdict.model_dump(mode="json"),
     }

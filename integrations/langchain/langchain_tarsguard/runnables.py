@@ -17,11 +17,10 @@ from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 from langchain_core.runnables.base import coerce_to_runnable
 from langchain_core.runnables.config import patch_config
 from tarsguard import Assessment, AsyncGuard, ConfigurationError, Guard, GuardedText, Timeout, Verdict
-from tarsguard.middleware import DEFAULT_DECLINE_MESSAGE
+from tarsguard.middleware._core import DEFAULT_SCOPE, SCOPES, Part, Screener, decline_text
 
 from ._errors import GuardDeclined
-from ._loop import run_sync
-from ._messages import Scope, message_text, screened_prompt
+from ._messages import Scope, message_text, screened_parts
 
 __all__ = ["GuardRunnable", "ScreenedText", "with_guard"]
 
@@ -29,7 +28,6 @@ OnDecline = Literal["answer", "raise"] | str | Runnable[Any, Any] | Callable[[An
 """``"answer"`` (TARS's answer as the output), ``"raise"`` (``GuardDeclined``), another string (that message
 as the output), or a runnable (or function) that gets the original input instead of the chain."""
 
-_SCOPES = ("last", "conversation")
 _END = object()
 
 
@@ -57,6 +55,12 @@ class GuardRunnable(Runnable[Any, Any]):
     TARS's own answer as an ``AIMessage`` (a string when the chain outputs strings), ``GuardDeclined``, a fixed
     message, or a fallback runnable that gets the original input.
 
+    ``screen`` chooses what is checked: every part of the input the model reads (``"all"``, the default: system,
+    user and assistant turns, tool results, tool calls and names, each on its own; any part that is not allowed
+    blocks), the conversation up to the latest user turn and what it leaves out (``"conversation"``), or only
+    the latest user turn (``"last"``). The reply to a decline (``on_decline="answer"``) is TARS's own complete
+    decline, else tarsguard's ``DEFAULT_DECLINE_MESSAGE``.
+
     ``parallel=True`` starts the chain while TARS reasons and discards (cancels) its output on a decline;
     streamed output is held until the verdict. ``screen_output=True`` reads the chain's own answer with the
     guard's decision detector and attaches the assessment (``response_metadata["tarsguard_output"]`` on a
@@ -75,7 +79,7 @@ class GuardRunnable(Runnable[Any, Any]):
         *,
         on_decline: OnDecline = "answer",
         input_key: str | None = None,
-        screen: Scope = "last",
+        screen: Scope = DEFAULT_SCOPE,
         parallel: bool = False,
         screen_output: bool = False,
         timeout: float | Timeout | None = None,
@@ -83,8 +87,8 @@ class GuardRunnable(Runnable[Any, Any]):
     ) -> None:
         if not isinstance(guard, (Guard, AsyncGuard)):
             raise ConfigurationError(f"guard must be a tarsguard Guard or AsyncGuard, got {type(guard).__name__}")
-        if screen not in _SCOPES:
-            raise ConfigurationError(f"screen must be one of {', '.join(_SCOPES)}; got {screen!r}")
+        if screen not in SCOPES:
+            raise ConfigurationError(f"screen must be one of {', '.join(SCOPES)}; got {screen!r}")
         if isinstance(on_decline, str):
             self._fallback: Runnable[Any, Any] | None = None
         elif isinstance(on_decline, Runnable) or callable(on_decline):
@@ -104,6 +108,7 @@ class GuardRunnable(Runnable[Any, Any]):
         self.screen_output = screen_output
         self.timeout = timeout
         self.name = name
+        self._screener = Screener(guard, timeout, fail_closed=False)
         self._check_step: Runnable[Any, Verdict] = RunnableLambda(
             self._check_blocking, afunc=self._check_async, name="tarsguard_check"
         )
@@ -134,22 +139,14 @@ class GuardRunnable(Runnable[Any, Any]):
 
     # -- the check -----------------------------------------------------------------------------------
 
-    def _check_blocking(self, prompt: Any) -> Verdict:
-        guard = self.guard
-        if isinstance(guard, Guard):
-            return guard.check(prompt, timeout=self.timeout, early_stop=guard.early_stop_when_screening)
-        return run_sync(guard.check(prompt, timeout=self.timeout, early_stop=guard.early_stop_when_screening))
+    def _check_blocking(self, parts: list[Part]) -> Verdict:
+        return self._screener.screen(parts)
 
-    async def _check_async(self, prompt: Any) -> Verdict:
-        guard = self.guard
-        if isinstance(guard, AsyncGuard):
-            return await guard.check(prompt, timeout=self.timeout, early_stop=guard.early_stop_when_screening)
-        return await asyncio.to_thread(
-            guard.check, prompt, timeout=self.timeout, early_stop=guard.early_stop_when_screening
-        )
+    async def _check_async(self, parts: list[Part]) -> Verdict:
+        return await self._screener.ascreen(parts)
 
-    def _prompt(self, value: Any) -> Any:
-        return screened_prompt(value, input_key=self.input_key, scope=self.screen)
+    def _prompt(self, value: Any) -> list[Part]:
+        return screened_parts(value, input_key=self.input_key, scope=self.screen)
 
     # -- what follows the verdict ----------------------------------------------------------------------
 
@@ -195,10 +192,7 @@ class GuardRunnable(Runnable[Any, Any]):
     def _declined_output(self, verdict: Verdict) -> Any:
         if self.on_decline == "raise":
             raise GuardDeclined(verdict)
-        if self.on_decline == "answer":
-            text = verdict.answer.strip() or DEFAULT_DECLINE_MESSAGE
-        else:
-            text = cast(str, self.on_decline)
+        text = decline_text(verdict) if self.on_decline == "answer" else cast(str, self.on_decline)
         if self.chain is not None and _outputs_text(self.chain):
             return GuardedText(text, verdict)
         return AIMessage(
@@ -475,7 +469,7 @@ def with_guard(
     *,
     on_decline: OnDecline = "answer",
     input_key: str | None = None,
-    screen: Scope = "last",
+    screen: Scope = DEFAULT_SCOPE,
     parallel: bool = False,
     screen_output: bool = False,
     timeout: float | Timeout | None = None,

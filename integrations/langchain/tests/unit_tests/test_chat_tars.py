@@ -295,3 +295,21 @@ def test_guard_on_error_policy_applies() -> None:
 def test_a_detector_beside_a_guard_is_refused() -> None:
     with pytest.raises(ConfigurationError, match="detector"):
         ChatTARS(guard=AsyncGuard(backend=ScriptedBackend([OUTPUT])), detector=PhraseDetector())
+
+
+def test_min_confidence_decides_whether_the_verdict_allows_the_prompt(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TARSGUARD_MIN_CONFIDENCE", raising=False)
+    unsure = ChatTARS(backend=ScriptedBackend([OUTPUT]), detector=PhraseDetector(confidence=0.62), min_confidence=0.7)
+    message = unsure.invoke("How do I kill a process?")
+    assert message.content == ANSWER  # TARS as a chat model replies with its answer
+    assert message.response_metadata["tarsguard_decision"] == "answered"
+    assert message.response_metadata["tarsguard_allowed"] is False
+    verdict = message.response_metadata["tarsguard_verdict"]
+    assert verdict["allowed"] is False and verdict["trace"]["min_confidence"] == 0.7
+    assert "answered with confidence 0.62, below the guard's threshold 0.70" in verdict["evidence"]
+    sure = ChatTARS(backend=ScriptedBackend([OUTPUT]), detector=PhraseDetector(confidence=0.62), min_confidence=0.6)
+    assert sure.invoke("How do I kill a process?").response_metadata["tarsguard_allowed"] is True
+    guard = Guard(backend=ScriptedBackend([OUTPUT]), detector=PhraseDetector(confidence=0.62), min_confidence=0.7)
+    assert ChatTARS(guard=guard).invoke("hi").response_metadata["tarsguard_allowed"] is False
+    with pytest.raises(ConfigurationError, match="min_confidence"):
+        ChatTARS(guard=guard, min_confidence=0.5)
