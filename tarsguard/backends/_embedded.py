@@ -27,6 +27,8 @@ __all__ = [
     "ModelSource",
     "choose_embedded",
     "embedded_backend",
+    "hub_access",
+    "hub_endpoint",
     "load_error",
     "model_source",
 ]
@@ -45,9 +47,17 @@ def cuda_available() -> bool:
     """Whether torch is installed and sees a CUDA device (imports torch, so only called for the embedded default)."""
     if importlib.util.find_spec("torch") is None:
         return False
+    if sys.platform.startswith("linux") and not _gpu_device_nodes():
+        return False  # no GPU driver here: no need to import torch (seconds) to find that out
     import torch
 
     return bool(torch.cuda.is_available())
+
+
+def _gpu_device_nodes() -> bool:
+    """Whether Linux shows a GPU driver's device nodes (NVIDIA's, AMD's ROCm, WSL's): CUDA needs one of them."""
+    dev = Path("/dev")
+    return any(dev.glob("nvidia[0-9]*")) or (dev / "kfd").exists() or (dev / "dxg").exists()
 
 
 def vllm_importable() -> bool:
@@ -167,6 +177,80 @@ def load_error(source: ModelSource, exc: BaseException, *, backend: str) -> Tars
         f"{backend} could not load {source.location} from the Hugging Face Hub: {cause}. To use local weights, "
         f"download them where the hub is reachable (hf download {source.location} --local-dir {folder}) and "
         f"pass model={folder!r} or set {ENV_MODEL}={folder}; or pass base_url= to use a server that runs it"
+    )
+
+
+HUB_PROBE_SECONDS = 3.0
+"""How long the hub may take to accept a connection before weights that are not cached count as unreachable."""
+
+
+def hub_access(source: ModelSource) -> bool:
+    """Before loading hub weights: ``True`` when they must come from the local cache only (the hub is offline or
+    unreachable, but they are cached), ``False`` when the hub may be used. Raises ``BackendUnavailable`` at once,
+    with what to do, when the weights are neither cached nor reachable (``HF_HUB_OFFLINE=1`` counts as
+    unreachable), instead of a minute of download retries."""
+    if source.local:
+        return False
+    offline = any(_truthy(os.environ.get(name)) for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    cached = _cached(source)
+    if offline:
+        if cached:
+            return True
+        raise _unreachable(source, "HF_HUB_OFFLINE is set")
+    problem = _hub_problem()
+    if problem is None:
+        return False
+    if cached:
+        logger.info("the Hugging Face Hub cannot be reached (%s): using the cached %s", problem, source.location)
+        return True
+    raise _unreachable(source, problem)
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _cached(source: ModelSource) -> bool:
+    """Whether the hub cache holds the model's config (or its GGUF file)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return False
+    found = try_to_load_from_cache(source.location, source.gguf_file or "config.json")
+    return isinstance(found, str)
+
+
+def hub_endpoint() -> str:
+    """The hub's address: ``HF_ENDPOINT``, else https://huggingface.co."""
+    return (os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
+
+
+def _hub_problem() -> str | None:
+    """Why the hub cannot be reached (a name that does not resolve, a refused or slow connection), or ``None``."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(hub_endpoint())
+    host = parts.hostname or ""
+    port = parts.port or (80 if parts.scheme == "http" else 443)
+    try:
+        with socket.create_connection((host, port), timeout=HUB_PROBE_SECONDS):
+            return None
+    except socket.gaierror:
+        return f"{host} does not resolve"
+    except TimeoutError:
+        return f"{host}:{port} did not answer within {HUB_PROBE_SECONDS:g} s"
+    except OSError as exc:
+        return f"cannot connect to {host}:{port} ({exc.strerror or exc})"
+
+
+def _unreachable(source: ModelSource, why: str) -> BackendUnavailable:
+    folder = "./" + source.location.rsplit("/", 1)[-1]
+    return BackendUnavailable(
+        f"the weights of {source.location} are not on this machine and the Hugging Face Hub ({hub_endpoint()}) "
+        f"cannot be reached: {why}. Download them where the hub is reachable (hf download {source.location} "
+        f"--local-dir {folder}), copy the folder here and pass model={folder!r} (or set {ENV_MODEL}={folder}); "
+        f"or use a server that runs the model: base_url='http://HOST:PORT/v1' (or {ENV_BASE_URL})"
     )
 
 

@@ -483,17 +483,29 @@ def _too_large(limit: int) -> ResponseTooLarge:
 
 
 def _translate(exc: httpx.HTTPError, *, mid_response: bool = False) -> TarsGuardError:
+    at = _url_tried(exc)
     if isinstance(exc, httpx.TimeoutException):
         if isinstance(exc, httpx.ConnectTimeout):
-            return BackendUnavailable(f"timed out connecting to the server: {exc}")
-        return BackendTimeout(f"the server did not answer in time ({type(exc).__name__})")
+            return BackendUnavailable(f"timed out connecting to the server{at}: {exc}")
+        return BackendTimeout(f"the server{at} did not answer in time ({type(exc).__name__})")
     if mid_response:
         if isinstance(exc, httpx.TransportError):
-            return BackendUnavailable(f"the connection dropped; the response was cut off: {exc or type(exc).__name__}")
-        return BackendError(f"the response was cut off: {exc or type(exc).__name__}")
+            return BackendUnavailable(
+                f"the connection to the server{at} dropped; the response was cut off: {exc or type(exc).__name__}"
+            )
+        return BackendError(f"the response from the server{at} was cut off: {exc or type(exc).__name__}")
     if isinstance(exc, (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)):
-        return BackendUnavailable(f"cannot reach the server: {exc or type(exc).__name__}")
-    return BackendError(f"{type(exc).__name__}: {exc}")
+        return BackendUnavailable(f"cannot reach the server at {at[1:] or 'its URL'}: {exc or type(exc).__name__}")
+    return BackendError(f"{type(exc).__name__}{at}: {exc}")
+
+
+def _url_tried(exc: httpx.HTTPError) -> str:
+    """`` <url>`` of the request that failed, without credentials or query (never a key); empty if unknown."""
+    try:
+        url = exc.request.url
+    except RuntimeError:
+        return ""
+    return " " + str(url.copy_with(username=None, password=None, query=None, fragment=None))
 
 
 def _http_error(response: httpx.Response, base_url: httpx.URL) -> BackendError:

@@ -16,7 +16,7 @@ from .._config import DEFAULT_TIMEOUT, Timeout
 from .._exceptions import BackendError, BackendUnavailable, ConfigurationError, TarsGuardError
 from .._types import Health, SamplingParams
 from ._base import GenerationEnd, GenerationEvent, GenerationRequest, TextDelta
-from ._embedded import ModelSource, announce, load_error, model_source
+from ._embedded import ModelSource, announce, hub_access, load_error, model_source
 
 if TYPE_CHECKING:
     import os
@@ -112,6 +112,8 @@ class TransformersBackend:
             if self._failure is not None:
                 raise self._failure
             try:
+                if hub_access(self._source):
+                    self._local_files_only = True
                 self._runner = self._start_runner()
             except BaseException as exc:
                 if not isinstance(exc, Exception):
@@ -188,13 +190,8 @@ class TransformersBackend:
         try:
             runner = await self._running()
         except TarsGuardError as exc:
-            return Health(
-                ok=False,
-                endpoint=self.endpoint,
-                backend=self.kind,
-                latency_ms=(time.perf_counter() - started) * 1000,
-                detail=str(exc),
-            )
+            # A failed load is a failure, not a latency: no latency_ms.
+            return Health(ok=False, endpoint=self.endpoint, backend=self.kind, detail=str(exc))
         alive = runner.alive
         return Health(
             ok=alive,

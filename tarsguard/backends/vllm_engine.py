@@ -16,7 +16,7 @@ from .._config import DEFAULT_TIMEOUT, Timeout
 from .._exceptions import BackendError, BackendUnavailable, ConfigurationError, TarsGuardError
 from .._types import Health, SamplingParams
 from ._base import GenerationEnd, GenerationEvent, GenerationRequest, TextDelta
-from ._embedded import ModelSource, announce, load_error, model_source
+from ._embedded import ModelSource, announce, hub_access, load_error, model_source
 
 __all__ = ["VLLMEngineBackend"]
 
@@ -114,6 +114,11 @@ class VLLMEngineBackend:
                 return
             if self._failure is not None:
                 raise self._failure
+            try:
+                hub_access(self._source)  # weights neither cached nor reachable: one clear error, at once
+            except TarsGuardError as exc:
+                self._failure = exc
+                raise
             announce(f"starting vLLM in-process for {self._model_path()} ...", quiet=self._quiet)
             started = time.monotonic()
             try:
@@ -203,13 +208,8 @@ class VLLMEngineBackend:
             await asyncio.wait_for(engine.check_health(), timeout.read)
         except (TarsGuardError, Exception) as exc:
             error = exc if isinstance(exc, TarsGuardError) else _translate(exc)
-            return Health(
-                ok=False,
-                endpoint=self.endpoint,
-                backend=self.kind,
-                latency_ms=(time.perf_counter() - started) * 1000,
-                detail=str(error),
-            )
+            # A failed start or a dead engine is a failure, not a latency: no latency_ms.
+            return Health(ok=False, endpoint=self.endpoint, backend=self.kind, detail=str(error))
         return Health(
             ok=True,
             endpoint=self.endpoint,
