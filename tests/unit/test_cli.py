@@ -33,7 +33,9 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 def test_a_line_that_is_not_utf8_fails_alone(tmp_path: Path, serve: Callable[..., ScriptedServer]) -> None:
     server = serve([ANSWERED])
     source, target = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
-    source.write_bytes(b'{"id": "a", "prompt": "hi"}\n{"id": "b", "prompt": "caf\xe9"}\n\n{"id": "c", "prompt": "yo"}\n')
+    source.write_bytes(
+        b'{"id": "a", "prompt": "hi"}\n{"id": "b", "prompt": "caf\xe9"}\n\n{"id": "c", "prompt": "yo"}\n'
+    )
     code, _, err = invoke("check", "--input", str(source), "--output", str(target), "--base-url", server.base_url)
     assert code == 7, err
     lines = read_jsonl(target)
