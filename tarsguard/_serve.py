@@ -35,6 +35,7 @@ __all__ = [
     "ServeConfig",
     "ServePlan",
     "choose_launcher",
+    "model_max_len",
     "plan",
     "run",
 ]
@@ -68,8 +69,9 @@ class ServeConfig:
     port: int = 8000
     dtype: str | None = None
     """Default bfloat16 with CUDA (TARS's weights are float32), vLLM's ``auto`` on CPU."""
-    max_model_len: int | None = DEFAULT_MAX_MODEL_LEN
-    """``None``: the model's own context length."""
+    max_model_len: int | Literal["auto"] | None = "auto"
+    """``auto``: the smaller of ``DEFAULT_MAX_MODEL_LEN`` and the model's own maximum (read from its
+    ``config.json`` in a local folder or the hub cache); ``None``: the model's own context length."""
     prefix_caching: bool = True
     tensor_parallel_size: int = 1
     pipeline_parallel_size: int = 1
@@ -85,7 +87,7 @@ class ServeConfig:
             raise ConfigurationError(f"port must be 1..65535, got {self.port}")
         if self.dtype is not None and self.dtype not in DTYPES:
             raise ConfigurationError(f"dtype must be one of {', '.join(DTYPES)}; got {self.dtype!r}")
-        if self.max_model_len is not None and self.max_model_len < 1:
+        if isinstance(self.max_model_len, int) and self.max_model_len < 1:
             raise ConfigurationError(f"max_model_len must be >= 1, got {self.max_model_len}")
         if self.tensor_parallel_size < 1 or self.pipeline_parallel_size < 1:
             raise ConfigurationError("tensor and pipeline parallel sizes must be >= 1")
@@ -178,8 +180,12 @@ def plan(
     dtype = config.dtype or ("bfloat16" if chosen == "cuda" else "auto")
     argv = [*prefix, model] if kind == "console" else [*prefix, "--model", model]
     argv += ["--served-model-name", served, "--host", config.host, "--port", str(config.port), "--dtype", dtype]
-    if config.max_model_len is not None:
-        argv += ["--max-model-len", str(config.max_model_len)]
+    max_model_len = config.max_model_len
+    if max_model_len == "auto":
+        own = model_max_len(model)
+        max_model_len = DEFAULT_MAX_MODEL_LEN if own is None else min(DEFAULT_MAX_MODEL_LEN, own)
+    if max_model_len is not None:
+        argv += ["--max-model-len", str(max_model_len)]
     argv.append("--enable-prefix-caching" if config.prefix_caching else "--no-enable-prefix-caching")
     argv += ["--tensor-parallel-size", str(config.tensor_parallel_size)]
     if config.pipeline_parallel_size > 1:
@@ -200,6 +206,42 @@ def plan(
         host=config.host,
         port=config.port,
     )
+
+
+_LENGTH_KEYS = ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length", "max_sequence_length")
+
+
+def model_max_len(model: str) -> int | None:
+    """The model's maximum context length from its ``config.json`` (a local folder, or the hub cache for a hub
+    id); ``None`` when it cannot be read."""
+    import json
+
+    folder = Path(model).expanduser()
+    path = folder / "config.json"
+    if folder.is_dir():
+        if not path.is_file():
+            return None
+    else:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(model, "config.json")
+        except Exception:  # not installed, or not a valid hub id
+            return None
+        if not isinstance(cached, str):
+            return None
+        path = Path(cached)
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    for section in (config, config.get("text_config") if isinstance(config, dict) else None):
+        if isinstance(section, dict):
+            for key in _LENGTH_KEYS:
+                value = section.get(key)
+                if isinstance(value, int) and value > 0:
+                    return value
+    return None
 
 
 def _default_served_name(model: str) -> str:

@@ -329,8 +329,14 @@ def serve(
         str | None, typer.Option("--dtype", help="auto, bfloat16, float16, float32 (default: bfloat16 on GPU).")
     ] = None,
     max_model_len: Annotated[
-        int, typer.Option("--max-model-len", min=0, help="Context length; 0 for the model's own.")
-    ] = 16384,
+        int | None,
+        typer.Option(
+            "--max-model-len",
+            min=0,
+            help="Context length; 0 for the model's own [default: the smaller of 16384 and the model's own].",
+            show_default=False,
+        ),
+    ] = None,
     prefix_caching: Annotated[
         bool, typer.Option("--prefix-caching/--no-prefix-caching", help="Reuse the KV cache of shared prefixes.")
     ] = True,
@@ -383,7 +389,7 @@ def serve(
             host=host,
             port=port,
             dtype=dtype,
-            max_model_len=max_model_len or None,
+            max_model_len="auto" if max_model_len is None else (max_model_len or None),
             prefix_caching=prefix_caching,
             tensor_parallel_size=tensor_parallel_size,
             pipeline_parallel_size=pipeline_parallel_size,

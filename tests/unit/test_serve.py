@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import json
 import os
 import shlex
 import signal
@@ -313,3 +314,19 @@ def test_run_refuses_a_port_in_use() -> None:
         port = busy.getsockname()[1]
         with pytest.raises(ConfigurationError, match="pick another --port"):
             run(stand_in_plan([sys.executable, "-c", "pass"], port), out=io.StringIO(), err=io.StringIO())
+
+
+@pytest.mark.usefixtures("module_launcher")
+def test_the_context_defaults_to_the_smaller_of_16384_and_the_models_own(tmp_path: Path) -> None:
+    small = tmp_path / "small-model"
+    small.mkdir()
+    (small / "config.json").write_text(json.dumps({"model_type": "llama", "max_position_embeddings": 8192}))
+    assert option(dry_run(str(small), "--device", "cpu"), "--max-model-len") == "8192"
+    nested = tmp_path / "nested-model"
+    nested.mkdir()
+    (nested / "config.json").write_text(json.dumps({"text_config": {"max_position_embeddings": 32768}}))
+    assert option(dry_run(str(nested), "--device", "cpu"), "--max-model-len") == "16384"
+    # An explicit length wins, 0 means the model's own, and a model whose config cannot be read gets 16384.
+    assert option(dry_run(str(small), "--device", "cpu", "--max-model-len", "4096"), "--max-model-len") == "4096"
+    assert "--max-model-len" not in dry_run(str(small), "--device", "cpu", "--max-model-len", "0")
+    assert option(dry_run(str(tmp_path), "--device", "cpu"), "--max-model-len") == "16384"
