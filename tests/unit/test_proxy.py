@@ -249,10 +249,10 @@ def test_upstream_errors_pass_through(serve: Serve, chatbot: ScriptedServer, upc
             c.chat.completions.create(model="chatbot", messages=user("hi"))
         with pytest.raises(openai.BadRequestError, match="bad request for streams"):
             c.chat.completions.create(model="chatbot", messages=user("hi"), stream=True)
-        with pytest.raises(openai.NotFoundError, match="does not exist"):
+        with pytest.raises(openai.NotFoundError, match="does not exist"):  # the proxy's own, before any check
             c.chat.completions.create(model="no-such-model", messages=user("hi"))
     values = metrics(proxy)
-    assert metric(values, "tarsguard_proxy_requests_total", outcome="upstream_error") == 4
+    assert metric(values, "tarsguard_proxy_requests_total", outcome="upstream_error") == 3
     assert metric(values, "tarsguard_errors_total", source="upstream", kind="http_429") == 1
 
 
@@ -341,8 +341,8 @@ def test_api_keys_are_required_when_configured(serve: Serve, chatbot: ScriptedSe
     with client(proxy, KEY) as c:
         assert c.chat.completions.create(model="chatbot", messages=user("hi")).choices[0].message.content == CHATBOT
         assert [m.id for m in c.models.list()] == ["chatbot"]
-    sent = [r.headers.get("authorization") for r in chatbot.requests]
-    assert sent == [f"Bearer {UPSTREAM_KEY}"] * 2  # the upstream never sees the client's key
+    sent = [r.headers.get("authorization") for r in chatbot.requests]  # the chat, its model check, the model list
+    assert sent == [f"Bearer {UPSTREAM_KEY}"] * 3  # the upstream never sees the client's key
     assert metric(metrics(proxy, KEY), "tarsguard_proxy_requests_total", outcome="unauthorized") == 4
 
 
