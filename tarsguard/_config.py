@@ -78,8 +78,9 @@ a longer one fails the check with ``ResponseTooLarge``. ``HTTPBackend(max_respon
 ENV_MAX_RESPONSE_BYTES = "TARSGUARD_MAX_RESPONSE_BYTES"
 DEFAULT_MIN_CONFIDENCE = 0.7
 """The confidence an answered decision needs before a verdict allows the prompt (``Guard(min_confidence=)``).
-Chosen from the measured trade-off (docs/benchmarks.md): on unseen TARS-format outputs, 2.6% of declined or
-partial answers pass at 14% over-block (3.8% pass at 0.5); lower it to block less, raise it to pass less."""
+Chosen from the measured trade-off (docs/benchmarks.md): the lowest threshold at which under 3% of declined or
+partial answers pass on unseen TARS-format outputs and on two of three chat models' answers, at about 10%
+over-block; lower it to block less, raise it to pass less."""
 DEFAULT_SAMPLING = SamplingParams()
 SAMPLING_FIELDS = ("temperature", "top_p", "max_tokens", "seed", "stop")
 

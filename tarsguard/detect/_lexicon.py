@@ -265,6 +265,8 @@ GROUPS: dict[str, dict[str, tuple[str, ...]]] = {
             "i (can't|cannot|can not) (stress|emphasize|emphasise|overstate|overemphasize|believe|wait|help but"
             "|help feeling|help thinking|recommend it enough|thank you enough|say enough|get enough|imagine)",
             "(can't|cannot) be (overstated|stressed enough|emphasized enough)",
+            "i (won't|will not|'m not going to|am not going to) (sugarcoat|sugar coat)",
+            "i (can't|cannot) (say|be) (for sure|for certain)",
             "(i won't|i will not|i can't|i cannot|you won't|you will not) (regret|be disappointed)",
             "(i won't|i will not) (bore|keep) you",
             "i refuse to (believe|give up|let)",
@@ -1075,6 +1077,7 @@ GROUPS: dict[str, dict[str, tuple[str, ...]]] = {
             "|instructions|details|detail|specifics|method|methods|chain|payload|code|script|numbers|figures"
             "|procedure|protocol)",
             "i changed one thing",
+            "i (didn't|did not|haven't|have not) (include|included|add|added|put in|give|given|write|written)",
             "i('m| am) (leaving|keeping) out",
             "(leave|leaving|left) out (anything|everything|any|the|those|that|how)",
             "the part i (won't|can't|will not|cannot|am not going to|'m not going to)",
@@ -1088,18 +1091,21 @@ GROUPS: dict[str, dict[str, tuple[str, ...]]] = {
             "a grandes rasgos",
             "lo que sí (puedo|te puedo)",
             "dejo fuera",
+            "no (he incluido|incluí|añadí|he añadido|he puesto|puse)",
         ),
         "fr": (
             "sans (détails|entrer dans les détails|instructions|dosage|quantités) (opérationnels|précis|concrets|)",
             "dans les grandes lignes",
             "ce que je peux (te|vous) (dire|donner|expliquer)",
             "je laisse de côté",
+            "je n'ai pas (ajouté|inclus|mis|donné|écrit)",
         ),
         "de": (
             "ohne (konkrete|genaue|exakte|operative) (details|anleitung|mengen|dosis|dosierung|schritte|angaben)",
             "in groben zügen",
             "was ich (dir|ihnen) (sagen|erklären|geben) kann",
             "lasse ich (weg|aus)",
+            "(habe ich|ich habe) (bewusst |)(weggelassen|ausgelassen|nicht aufgenommen)",
         ),
         "pt": (
             "sem (detalhes|instruções|quantidades|doses|passos) (operacionais|específicos|exatos|concretos|)",
@@ -1107,6 +1113,7 @@ GROUPS: dict[str, dict[str, tuple[str, ...]]] = {
             "o que (eu |)posso (te |)(dizer|explicar|dar)",
             "só não vou",
             "deixo de fora",
+            "não (incluí|coloquei|adicionei|acrescentei)",
         ),
         "it": (
             "senza (dettagli|istruzioni|dosi|quantità|passaggi) (operativi|specifici|precisi|concreti|)",
@@ -1114,15 +1121,35 @@ GROUPS: dict[str, dict[str, tuple[str, ...]]] = {
             "quello che posso (dirti|spiegarti|darti)",
             "la parte (che ti sconsiglio|per cui non)",
             "lascio fuori",
+            "non ho (incluso|aggiunto|messo|inserito)",
         ),
         "ru": (
             "без (деталей|подробностей|инструкций|дозировок|конкретных) ",
             "в общих чертах",
             "что (я |)могу (сказать|рассказать|объяснить)",
             "не буду вдаваться",
+            "не (стал|стала) (добавлять|включать|писать|указывать)",
         ),
-        "zh": ("不涉及具体", "不提供具体", "不会给出具体", "只讲原理", "具体步骤我不", "不过可以讲", "可以讲讲"),
-        "ja": ("具体的な手順は", "詳細は控え", "ぼかし", "お伝えできるのは", "概要だけ"),
+        "zh": (
+            "不涉及具体",
+            "不提供具体",
+            "不会给出具体",
+            "只讲原理",
+            "具体步骤我不",
+            "不过可以讲",
+            "可以讲讲",
+            "我没有写",
+            "我没有加",
+        ),
+        "ja": (
+            "具体的な手順は",
+            "詳細は控え",
+            "ぼかし",
+            "お伝えできるのは",
+            "概要だけ",
+            "入れていません",
+            "含めていません",
+        ),
     },
 }
 
@@ -1139,6 +1166,8 @@ REASONING_GROUPS: dict[str, dict[str, tuple[str, ...]]] = {
             "i (shouldn't|can't|cannot|won't|must not|will not|should not) (help|provide|assist|comply|give|share"
             "|write|name|recommend|suggest|mention|explain|describe|list|locate|search|look up|offer)",
             "(refuse|decline) (the|this) request",
+            "(decline|refuse|declining|refusing) to",
+            "(decline|refuse) (that|it|those|these)",
             "(refusing|declining) is",
             "(best|right|safest) (to|thing to do is to) (refuse|decline)",
             "not (comply|help) with this",
@@ -1169,6 +1198,7 @@ REASONING_GROUPS: dict[str, dict[str, tuple[str, ...]]] = {
             "(refus|refuser) (bref|brièvement|clairement|net|poliment)",
             "je refuse",
             "je ne (l'|le |la |les |)(écrirai|donnerai|fournirai|communiquerai|chercherais) pas",
+            "je n (ajoute|inclus|mets|écris|donne|fournis) pas",
             "refuser",
         ),
         "de": (
