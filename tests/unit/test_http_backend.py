@@ -532,9 +532,9 @@ def test_a_response_past_the_size_limit_is_a_typed_error(
 
 @pytest.mark.parametrize("stream", [True, False])
 def test_a_deadline_during_a_retry_wait_reports_the_retries(serve: ServerFactory, stream: bool) -> None:
-    server = serve([Reply(status=429, retry_after=5)])
+    server = serve([Reply(status=429, retry_after=30)])  # the deadline comes while the guard waits to retry
     with (
-        Guard(base_url=server.base_url, model=MODEL, stream=stream, timeout=0.5) as guard,
+        Guard(base_url=server.base_url, model=MODEL, stream=stream, timeout=2) as guard,
         pytest.raises(BackendTimeout) as info,
     ):
         guard.check("q")
