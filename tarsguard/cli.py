@@ -49,6 +49,7 @@ EXIT_BACKEND, EXIT_SOME_FAILED, EXIT_BELOW_THRESHOLD = 6, 7, 8
 _BACKEND_KINDS = frozenset({"unavailable", "timeout", "backend_error"})
 
 app = typer.Typer(
+    rich_markup_mode=None,  # help text is plain: "[env: ...]" and "[default: ...]" stay as written
     name="tarsguard",
     help="Screen prompts with the TARS reasoner and get structured verdicts.",
     no_args_is_help=True,

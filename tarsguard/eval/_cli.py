@@ -58,6 +58,7 @@ class _DefaultRunGroup(TyperGroup):
 
 
 eval_app = typer.Typer(
+    rich_markup_mode=None,  # help text is plain: "[env: ...]" and "[default: ...]" stay as written
     cls=_DefaultRunGroup,
     name="eval",
     help=(

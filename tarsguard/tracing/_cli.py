@@ -27,6 +27,7 @@ __all__ = ["traces_app"]
 
 
 traces_app = typer.Typer(
+    rich_markup_mode=None,  # help text is plain: "[env: ...]" and "[default: ...]" stay as written
     name="traces",
     help="Read trace files (.jsonl) and databases (SQLite): tail, show, stats, export.",
     no_args_is_help=True,
