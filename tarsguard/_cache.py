@@ -30,6 +30,9 @@ SQLITE_PREFIX = "sqlite:///"
 DEFAULT_BUSY_TIMEOUT = 0.5
 """Seconds a SQLite store waits for a database another process holds locked before it gives up on a lookup or write."""
 
+DEFAULT_STORE_TIMEOUT = 1.0
+"""Seconds a check waits at most for the shared store to answer a lookup, or to take a write."""
+
 logger = logging.getLogger("tarsguard")
 _T = TypeVar("_T")
 
@@ -145,14 +148,26 @@ class VerdictCache:
     guards. Thread-safe.
 
     A store that fails (a corrupt file, a full disk, a locked database, a row it cannot read) never fails a check:
-    the lookup or write is skipped, the first failure is logged, and every one is counted (``stats``).
+    the lookup or write is skipped, the first failure is logged, and every one is counted (``stats``). A store
+    lookup or write that takes longer than ``store_timeout`` seconds (or, in a guard's check, than the check can
+    spare: half its remaining time for a lookup, what is left of it for a write) is given up the same way.
     """
 
-    def __init__(self, maxsize: int = 1024, ttl: float = 3600.0, *, store: CacheStore | str | None = None) -> None:
+    def __init__(
+        self,
+        maxsize: int = 1024,
+        ttl: float = 3600.0,
+        *,
+        store: CacheStore | str | None = None,
+        store_timeout: float = DEFAULT_STORE_TIMEOUT,
+    ) -> None:
         if maxsize < 1:
             raise ConfigurationError(f"VerdictCache maxsize must be >= 1; got {maxsize}")
         if ttl <= 0:
             raise ConfigurationError(f"VerdictCache ttl must be positive seconds; got {ttl}")
+        if not store_timeout > 0:
+            raise ConfigurationError(f"VerdictCache store_timeout must be positive seconds; got {store_timeout}")
+        self.store_timeout = store_timeout
         self.maxsize = maxsize
         self.ttl = ttl
         self.store = _store(store)
@@ -281,8 +296,10 @@ class VerdictCache:
     async def _off_loop(
         self, work: Callable[..., _T], args: tuple[object, ...], timeout: float | None, default: _T
     ) -> _T:
-        """``work(*args)`` on a worker thread, or ``default`` if it does not finish within ``timeout`` seconds."""
-        if timeout is not None and timeout <= 0:
+        """``work(*args)`` on a worker thread, or ``default`` if it does not finish within ``timeout`` seconds (and
+        ``store_timeout``)."""
+        timeout = self.store_timeout if timeout is None else min(timeout, self.store_timeout)
+        if timeout <= 0:
             self._failed("lookup or write", TimeoutError("no time was left for it"))
             return default
         try:
