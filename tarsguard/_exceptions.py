@@ -7,6 +7,7 @@ __all__ = [
     "BackendTimeout",
     "BackendUnavailable",
     "ConfigurationError",
+    "ContextLengthExceeded",
     "InvalidInput",
     "ResponseTooLarge",
     "TarsGuardError",
@@ -25,6 +26,31 @@ class InvalidInput(TarsGuardError, ValueError):
     """The prompt or messages cannot be checked (empty, wrong role, non-text content); nothing was sent."""
 
     kind = "invalid_input"
+
+
+class ContextLengthExceeded(InvalidInput):
+    """The prompt does not fit the guard model's context, so it cannot be checked as it is.
+
+    Raised when the guard's server refused the prompt as longer than its context, when a guard with
+    ``long_prompts="reject"`` is given a prompt longer than that context, or when a prompt would need more
+    windows than a guard checks. Like every ``InvalidInput``, it is raised under every ``on_error`` policy:
+    it is never a failed check to be allowed. ``limit`` is the context length in tokens, where known.
+    """
+
+    kind = "context_length_exceeded"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        limit: int | None = None,
+        prompt_tokens: int | None = None,
+        status_code: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.prompt_tokens = prompt_tokens
+        self.status_code = status_code
 
 
 class ConfigurationError(TarsGuardError, ValueError):

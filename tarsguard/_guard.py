@@ -30,8 +30,15 @@ from ._config import (
     resolve_timeout,
 )
 from ._early import EarlyStop
-from ._exceptions import BackendError, BackendTimeout, ConfigurationError, TarsGuardError
-from ._input import Prompt, to_messages
+from ._exceptions import (
+    BackendError,
+    BackendTimeout,
+    ConfigurationError,
+    ContextLengthExceeded,
+    InvalidInput,
+    TarsGuardError,
+)
+from ._input import Prompt, check_text, guard_messages
 from ._parse import CLOSE_TAG, OPEN_TAG, ParsedOutput, parse_output
 from ._stream import TextChunk, ThinkSplitter
 from ._sync import LoopThread
@@ -49,6 +56,18 @@ from ._types import (
     Verdict,
 )
 from ._version import __version__
+from ._windows import (
+    ASSUMED_FIT_TOKENS,
+    DEFAULT_CONTEXT_TOKENS,
+    LONG_PROMPTS,
+    MIN_BUDGET_TOKENS,
+    WINDOW_CONCURRENCY,
+    LongPrompts,
+    combine,
+    estimate_tokens,
+    restrictiveness,
+    windows,
+)
 from .backends._base import Backend, GenerationEnd, GenerationRequest, GenerationRestart
 from .backends._retries import retries_so_far, start_counting
 from .detect import DecisionDetector, default_detector
@@ -102,6 +121,8 @@ class _Collected:
     """Set when the guard closed the stream itself (an early verdict or the reasoning budget)."""
     early: Assessment | None = None
     """The reading of the partial answer that settled an early verdict."""
+    early_reading: ParsedOutput | None = None
+    """The split of the output that reading was of, when the answer had more tags than the format has."""
     answer_parts: list[str] = field(default_factory=list)
     """The answer's text after ``</think>`` so far (kept only while early stop or a budget watches)."""
     reasoning_text: str | None = None
@@ -133,6 +154,8 @@ class _GuardCore:
         trace: TraceSpec | Tracer | bool | None = None,
         redact: RedactSpec = None,
         trace_sample: float | None = None,
+        long_prompts: LongPrompts = "windows",
+        context_tokens: int | None = None,
         early_stop: bool | EarlyStop | None = None,
         max_reasoning_tokens: int | None = None,
         cache: VerdictCache | bool | str | None = None,
@@ -176,6 +199,14 @@ class _GuardCore:
         if (early_stop or max_reasoning_tokens) and not stream:
             raise ConfigurationError("early_stop and max_reasoning_tokens need stream=True: they read the stream")
         self._max_reasoning_tokens = max_reasoning_tokens
+        if long_prompts not in LONG_PROMPTS:
+            raise ConfigurationError(f"long_prompts must be one of {', '.join(LONG_PROMPTS)}; got {long_prompts!r}")
+        if context_tokens is not None and context_tokens < 1:
+            raise ConfigurationError(f"context_tokens must be >= 1; got {context_tokens}")
+        self._long_prompts: LongPrompts = long_prompts
+        self._context_tokens = context_tokens
+        self._context_limit: int | None = None
+        """The guard model's context length once looked up (or learnt from a refusal)."""
         self._cache: VerdictCache | None = None
         if cache is not None and cache is not False:
             from ._cache import resolve_cache
@@ -284,13 +315,13 @@ class _GuardCore:
     ) -> Verdict:
         tracer = self._tracer
         if tracer is None:
-            return await self._check_once(prompt, timeout, sampling, early_stop, on_text, model)
+            return await self._check_prompt(prompt, timeout, sampling, early_stop, on_text, model)
         with tracer.check(model or self._model) as scope:  # the check's span (when spans are on) covers this block
-            verdict = await self._check_once(prompt, timeout, sampling, early_stop, on_text, model)
+            verdict = await self._check_prompt(prompt, timeout, sampling, early_stop, on_text, model)
             scope.record(verdict, prompt=prompt)
         return verdict
 
-    async def _check_once(
+    async def _check_prompt(
         self,
         prompt: Prompt,
         timeout: float | Timeout | None,
@@ -299,7 +330,109 @@ class _GuardCore:
         on_text: Callable[[TextChunk], None] | None,
         model: str | None,
     ) -> Verdict:
-        messages = to_messages(prompt)
+        """Validate the prompt and neutralise its tags, then check it whole, or in windows when it is longer
+        than the guard model's context."""
+        messages = guard_messages(prompt)
+        params = merge_sampling(self._sampling, dict(sampling))
+        check_text([model or self._model or "", *(params.stop or ())], "the model name or a stop sequence")
+        needed = estimate_tokens(messages) + params.max_tokens
+        limit = self._context_limit
+        if limit is None and needed > ASSUMED_FIT_TOKENS:
+            limit = await self._context_length(timeout)
+        if limit is None or needed <= limit:
+            try:
+                return await self._check_once(messages, timeout, sampling, early_stop, on_text, model)
+            except ContextLengthExceeded as exc:
+                if self._long_prompts == "reject":
+                    raise
+                if exc.limit is not None:
+                    self._context_limit = exc.limit
+                limit = exc.limit or await self._context_length(timeout)
+                # The estimate fitted, yet the server refused: its tokenizer or template needs more than estimated.
+                budget = min(limit, needed // 2) - params.max_tokens
+        elif self._long_prompts == "reject":
+            raise ContextLengthExceeded(
+                f"the prompt (up to {needed - params.max_tokens} tokens by a conservative estimate) and max_tokens "
+                f"({params.max_tokens}) do not fit the guard model's context of {limit} tokens",
+                limit=limit,
+                prompt_tokens=needed - params.max_tokens,
+            )
+        else:
+            budget = limit - params.max_tokens
+        if budget < MIN_BUDGET_TOKENS and limit - params.max_tokens < MIN_BUDGET_TOKENS:
+            raise ContextLengthExceeded(
+                f"max_tokens ({params.max_tokens}) leaves {max(limit - params.max_tokens, 0)} of the guard model's "
+                f"{limit} context tokens for the prompt; lower max_tokens to screen prompts",
+                limit=limit,
+            )
+        started = time.perf_counter()
+        gate = asyncio.Semaphore(WINDOW_CONCURRENCY)
+        verdict = await self._check_windows(messages, budget, gate, limit, timeout, sampling, early_stop, model)
+        verdict = verdict.model_copy(
+            update={"trace": verdict.trace.model_copy(update={"timings": Timings(total_ms=_ms_since(started))})}
+        )
+        if on_text is not None:
+            if verdict.reasoning:
+                on_text(TextChunk("reasoning", verdict.reasoning))
+            on_text(TextChunk("answer", verdict.answer))
+        return verdict
+
+    async def _check_windows(
+        self,
+        messages: list[dict[str, str]],
+        budget: int,
+        gate: asyncio.Semaphore,
+        limit: int,
+        timeout: float | Timeout | None,
+        sampling: SamplingOverrides,
+        early_stop: bool | None,
+        model: str | None,
+    ) -> Verdict:
+        """The most restrictive verdict of ``messages``' windows of ``budget`` prompt tokens, at most
+        ``WINDOW_CONCURRENCY`` checked at a time; a window the server still refuses is checked in halves."""
+        started = time.perf_counter()
+        parts = windows(messages, budget)
+
+        async def one(window: list[dict[str, str]]) -> Verdict:
+            async with gate:
+                try:
+                    return await self._check_once(window, timeout, sampling, early_stop, None, model)
+                except ContextLengthExceeded:
+                    pass
+            return await self._check_windows(window, budget // 2, gate, limit, timeout, sampling, early_stop, model)
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(one(window)) for window in parts]
+        except BaseExceptionGroup as failure:
+            raise failure.exceptions[0] from None
+        note = (
+            f"the prompt is longer than the guard model's context ({limit} tokens): checked in {len(parts)} "
+            f"windows of up to {budget} prompt tokens"
+        )
+        return combine([t.result() for t in tasks], note=note, total_ms=_ms_since(started))
+
+    async def _context_length(self, timeout: float | Timeout | None) -> int:
+        """The guard model's context length: the server's ``max_model_len``, else ``context_tokens``, else TARS's."""
+        if self._context_limit is not None:
+            return self._context_limit
+        limits = self._timeout if timeout is None else Timeout.of(timeout)
+        try:
+            reported = (await self._backend.health(timeout=limits)).max_model_len
+        except TarsGuardError:
+            return self._context_tokens or DEFAULT_CONTEXT_TOKENS  # asked again next time
+        self._context_limit = reported or self._context_tokens or DEFAULT_CONTEXT_TOKENS
+        return self._context_limit
+
+    async def _check_once(
+        self,
+        messages: list[dict[str, str]],
+        timeout: float | Timeout | None,
+        sampling: SamplingOverrides,
+        early_stop: bool | None,
+        on_text: Callable[[TextChunk], None] | None,
+        model: str | None,
+    ) -> Verdict:
         params = merge_sampling(self._sampling, dict(sampling))
         limits = self._timeout if timeout is None else Timeout.of(timeout)
         early = self._early_policy(early_stop)
@@ -329,10 +462,15 @@ class _GuardCore:
                 parsed = _unread_by_early_stop(_parsed(collected), collected, early)
                 if collected.stopped is not None:
                     assessment = collected.early
+                    parsed = collected.early_reading or parsed
+                elif parsed.readings:
+                    assessment, parsed = await self._assess_readings(parsed, messages[-1]["content"])
                 elif parsed.complete:
                     assessment = await self._assess(parsed, messages[-1]["content"])
                 else:
                     assessment = None
+        except InvalidInput:
+            raise  # the server refused the prompt itself (longer than its context): never a failed check
         except TarsGuardError as exc:
             return self._failed(exc, verdict_id, created_at, started, request, collected)
         except Exception as exc:
@@ -442,7 +580,17 @@ class _GuardCore:
                 elif early is not None and early.due(answer_tokens, read_at):
                     read_at = answer_tokens
                     answer, reasoning_so_far = _so_far(out)
-                    reading = self._detector.assess(answer, reasoning=reasoning_so_far, prompt=prompt)
+                    parsed_so_far = _parsed(out) if OPEN_TAG in answer or CLOSE_TAG in answer or out.reasoning else None
+                    if parsed_so_far is not None and parsed_so_far.readings:
+                        # More tags than the format has: every split of the output so far is read.
+                        assessments = [
+                            self._detector.assess(r.answer, reasoning=r.reasoning, prompt=prompt) if r.answer else None
+                            for r in parsed_so_far.readings
+                        ]
+                        reading, out.early_reading = _kept(parsed_so_far, assessments)
+                    else:
+                        reading = self._detector.assess(answer, reasoning=reasoning_so_far, prompt=prompt)
+                        out.early_reading = None
                     readings.append(reading)
                     if early.settles(readings, answer_tokens):
                         out.early = reading
@@ -486,6 +634,16 @@ class _GuardCore:
         evidence += _below_threshold(verdict.decision, verdict.confidence, threshold)
         trace = verdict.trace.model_copy(update={"min_confidence": threshold})
         return verdict.model_copy(update={"trace": trace, "evidence": evidence})
+
+    async def _assess_readings(self, parsed: ParsedOutput, prompt: str) -> tuple[Assessment, ParsedOutput]:
+        """The most restrictive reading of an output with several (see ``ParsedOutput.readings``), and that split."""
+        assessments = [
+            await self._assess(dataclasses.replace(parsed, reasoning=r.reasoning, answer=r.answer), prompt)
+            if r.answer
+            else None
+            for r in parsed.readings
+        ]
+        return _kept(parsed, assessments)
 
     async def _assess(self, parsed: ParsedOutput, prompt: str) -> Assessment:
         if self._aassess is not None:
@@ -650,6 +808,12 @@ class AsyncGuard(_GuardCore):
     ``TARSGUARD_MIN_CONFIDENCE``, else ``DEFAULT_MIN_CONFIDENCE``) is the confidence an answered decision needs
     before the verdict allows the prompt; sampling defaults follow the TARS authors (temperature 0.6, top_p 1.0,
     max_tokens 4096) and may be overridden here or per call.
+
+    A prompt longer than the guard model's context (``max_model_len`` from the server's ``/v1/models``, else
+    ``context_tokens``, else 32,768) is checked in overlapping windows that each fit, and the most restrictive
+    window's verdict is kept (``long_prompts="windows"``, the default); ``long_prompts="reject"`` raises
+    ``ContextLengthExceeded`` instead. A prompt the guard model cannot read is never a failed check: invalid
+    text and prompts the server refuses as too long raise ``InvalidInput`` under every ``on_error`` policy.
     """
 
     async def check(
@@ -791,6 +955,29 @@ class Guard(_GuardCore):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _kept(parsed: ParsedOutput, assessments: Sequence[Assessment | None]) -> tuple[Assessment, ParsedOutput]:
+    """The most restrictive of the readings' assessments (``None``: an empty answer, no decision), and ``parsed``
+    as that reading splits it. An output with no readings to compare reads no decision."""
+    read = [
+        a or Assessment(decision=Decision.UNDETERMINED, confidence=0.0, evidence=(f"no answer {r.split}",))
+        for a, r in zip(assessments, parsed.readings, strict=True)
+    ]
+    if not read:
+        return Assessment(decision=Decision.UNDETERMINED, confidence=0.0, evidence=parsed.issues), parsed
+    # Among equally restrictive readings, the shortest answer: the least text that is not the model's own.
+    index = min(range(len(read)), key=lambda i: (*restrictiveness(read[i]), len(parsed.readings[i].answer)))
+    reading, chosen = parsed.readings[index], read[index]
+    note = f"read {len(read)} splits of the output's tags; kept the most restrictive, the answer {reading.split}"
+    kept = dataclasses.replace(
+        parsed, reasoning=reading.reasoning, answer=reading.answer, complete=bool(reading.answer)
+    )
+    return chosen.model_copy(update={"evidence": (note, *chosen.evidence)}), kept
+
+
+def _ms_since(started: float) -> float:
+    return (time.perf_counter() - started) * 1000
 
 
 def _usage(end: GenerationEnd, collected: _Collected, parsed: ParsedOutput, streamed: bool) -> Usage:

@@ -7,6 +7,7 @@ import email.utils
 import functools
 import json
 import random
+import re
 import sys
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
@@ -20,6 +21,7 @@ from .._exceptions import (
     BackendTimeout,
     BackendUnavailable,
     ConfigurationError,
+    ContextLengthExceeded,
     ResponseTooLarge,
     TarsGuardError,
 )
@@ -401,7 +403,8 @@ class HTTPBackend:
             raw = await _aread(response, self.max_response_bytes)
             await response.aclose()
             read = httpx.Response(response.status_code, headers=response.headers, content=raw, request=request)
-            raise _http_error(read, self._base_url)
+            error = _http_error(read, self._base_url)
+            raise _context_exceeded(error) or error
         return response
 
 
@@ -519,6 +522,32 @@ def _http_error(response: httpx.Response, base_url: httpx.URL) -> BackendError:
         code=code,
         retry_after=_retry_after(response.headers.get("retry-after")),
     )
+
+
+_CONTEXT_MESSAGE = re.compile(
+    r"maximum context length|context length exceeded|exceeds? the (?:available |maximum )?context"
+    r"|context window|prompt is too long|too many (?:input )?tokens",
+    re.IGNORECASE,
+)
+_CONTEXT_LIMIT = re.compile(r"(?:maximum context length is|context size of|n_ctx\W+)\s*(\d+)", re.IGNORECASE)
+_PROMPT_TOKENS = re.compile(r"(?:request has|prompt has|n_prompt_tokens\W+)\s*(\d+)", re.IGNORECASE)
+
+
+def _context_exceeded(error: BackendError) -> ContextLengthExceeded | None:
+    """The server's refusal of a prompt longer than its context (vLLM, llama.cpp, OpenAI's wording), else ``None``."""
+    if error.status_code not in (400, 413, 422):
+        return None
+    if error.code != "context_length_exceeded" and not _CONTEXT_MESSAGE.search(error.message):
+        return None
+    limit, tokens = _CONTEXT_LIMIT.search(error.message), _PROMPT_TOKENS.search(error.message)
+    exceeded = ContextLengthExceeded(
+        f"the prompt is longer than the guard model's context: {error.message}",
+        limit=int(limit.group(1)) if limit else None,
+        prompt_tokens=int(tokens.group(1)) if tokens else None,
+        status_code=error.status_code,
+    )
+    exceeded.__cause__ = error
+    return exceeded
 
 
 def _error_fields(response: httpx.Response) -> tuple[str, str | None, str | None]:

@@ -16,6 +16,7 @@ from tarsguard import (
     BackendError,
     BackendTimeout,
     BackendUnavailable,
+    ContextLengthExceeded,
     Decision,
     Guard,
     InvalidInput,
@@ -283,11 +284,13 @@ def test_400_is_never_retried(serve: ServerFactory, stream: bool) -> None:
 
 def test_max_tokens_over_the_model_length_is_a_400(serve: ServerFactory) -> None:
     server = serve([ANSWER], max_model_len=1024)
-    with Guard(base_url=server.base_url, model=MODEL, on_error="decline") as guard:
-        verdict = guard.check("q")  # the default max_tokens, 4096, does not fit
-    assert verdict.decision is Decision.UNDETERMINED
-    assert verdict.trace.error is not None and verdict.trace.error.status_code == 400
-    assert "max_tokens" in verdict.trace.error.message
+    with (
+        Guard(base_url=server.base_url, model=MODEL, on_error="allow") as guard,
+        pytest.raises(ContextLengthExceeded) as info,
+    ):
+        guard.check("q")  # the default max_tokens, 4096, does not fit: no prompt can be screened
+    assert info.value.limit == 1024
+    assert "max_tokens" in str(info.value)
     assert len(chats(server)) == 1
 
 
