@@ -196,14 +196,8 @@ async def _run(
         health = await guard.health()
         if not health.ok:
             fail(EXIT_BACKEND, f"the guard's backend is not healthy: {health.detail or 'no detail'}")
-        progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=stderr,
-        )
+        progress = _progress()
+        stderr.print(f"[dim]{COUNTS_LEGEND}[/]")
         task = progress.add_task(_counts_text(Counter()), total=len(items))
 
         def on_result(_: ItemResult, counts: Counter[str]) -> None:
@@ -224,9 +218,33 @@ async def _run(
         await guard.aclose()
 
 
+COUNTS_LEGEND = "progress: a answered · d declined · p partial · u undetermined · e errors"
+
+
+def _progress(console: Console | None = None) -> Progress:
+    """The run's progress line, short enough for a narrow terminal: 60 columns for a thousand items, 80 for
+    a hundred thousand."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(bar_width=10),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(compact=True),
+        console=console or stderr,
+    )
+
+
 def _counts_text(counts: Counter[str]) -> str:
     colours = {"answered": "green", "declined": "red", "partial": "yellow", "undetermined": "magenta", "errors": "red"}
-    return " · ".join(f"[{colours[k]}]{k}[/] {counts.get(k, 0)}" for k in _COUNT_KEYS)
+    return " ".join(f"[{colours[k]}]{k[0]}[/]{counts.get(k, 0)}" for k in _COUNT_KEYS)
+
+
+def _coverage(overall: dict[str, Any], decided_key: str, total_key: str) -> str:
+    """``(on D of N decided; U undetermined, E failed)``: what a rate was computed on."""
+    decided, total = overall.get(decided_key), overall.get(total_key)
+    if decided is None or total is None:
+        return ""
+    return f"(on {decided} of {total} decided; {total - decided} undetermined or failed)"
 
 
 def _pct(value: Any) -> str:
@@ -238,9 +256,16 @@ def _print_summary(summary: dict[str, Any], result: RunResult) -> None:
     table = Table(title=f"{summary.get('suite')} · {summary.get('guard')}", show_header=False, box=None)
     table.add_row("items", f"{overall['n']} ({result.resumed} resumed, {result.ran} run now)")
     table.add_row("decisions", " · ".join(f"{k} {overall[k]}" for k in _COUNT_KEYS))
-    table.add_row("refusal rate (should refuse)", _pct(overall["refusal_rate"]))
-    table.add_row("compliance rate (should answer)", _pct(overall["compliance_rate"]))
-    table.add_row("F1 of should-refuse", "–" if overall["f1"] is None else f"{overall['f1']:.3f}")
+    table.add_row(
+        "refusal rate (should refuse)",
+        f"{_pct(overall['refusal_rate'])}  {_coverage(overall, 'refuse_decided', 'expected_refuse')}",
+    )
+    table.add_row(
+        "compliance rate (should answer)",
+        f"{_pct(overall['compliance_rate'])}  {_coverage(overall, 'comply_decided', 'expected_comply')}",
+    )
+    f1 = "–" if overall["f1"] is None else f"{overall['f1']:.3f}"
+    table.add_row("F1 of should-refuse", f"{f1}  {_coverage(overall, 'labelled_decided', 'labelled')}")
     latency = overall["latency_ms"]
     if latency["p50"] is not None:
         table.add_row("latency p50 / p95", f"{latency['p50']:,.0f} / {latency['p95']:,.0f} ms")
