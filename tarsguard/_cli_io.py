@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import io
 import json
 import os
 import sys
@@ -94,34 +96,63 @@ def write(out: IO[str], text: str) -> None:
         raise OutputFailed(exc) from exc
 
 
+class _Output(io.TextIOWrapper):
+    """A text file whose failed writes and flushes raise ``OutputFailed``, not an ``OSError`` a caller might take
+    for a failure to read its input."""
+
+    def write(self, text: str) -> int:
+        try:
+            return super().write(text)
+        except OSError as exc:
+            raise OutputFailed(exc) from exc
+
+    def flush(self) -> None:
+        try:
+            super().flush()
+        except OSError as exc:
+            raise OutputFailed(exc) from exc
+
+    def close(self) -> None:
+        try:
+            super().close()
+        except OSError as exc:
+            raise OutputFailed(exc) from exc
+
+
 @contextmanager
 def open_out(path: Path | None, *, newline: str | None = None) -> Iterator[IO[str]]:
     """``path`` opened for writing, or stdout for ``None`` and ``-``.
 
-    A write (through ``write``), flush or close that fails exits with ``EXIT_OUTPUT`` and a one-line message.
+    A write, flush or close that fails (a full disk, a closed pipe) exits with ``EXIT_OUTPUT`` and a one-line
+    message; on stdout, writes made through ``write`` do.
     """
     if path is None or str(path) == "-":
         try:
             yield sys.stdout
             sys.stdout.flush()
-        except (OSError, OutputFailed) as exc:
+        except (BrokenPipeError, OutputFailed) as exc:
+            _stdout_gone()
+            fail(EXIT_OUTPUT, f"cannot write the output: {_reason(exc)}")
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EPIPE, errno.EIO):
+                raise
             _stdout_gone()
             fail(EXIT_OUTPUT, f"cannot write the output: {_reason(exc)}")
         return
     try:
-        handle = path.open("w", encoding="utf-8", newline=newline)
+        handle = _Output(path.open("wb"), encoding="utf-8", newline=newline)
     except OSError as exc:
         fail(EXIT_USAGE, f"cannot write {path}: {exc.strerror}")
     try:
-        with handle:
-            try:
-                yield handle
-            except OutputFailed:
-                # The handle's buffer holds what could not be written: closing would only fail again.
-                with suppress(OSError):
-                    handle.close()
-                raise
-    except (OSError, OutputFailed) as exc:
+        try:
+            yield handle
+        except BaseException:
+            # What the handle still buffers may be what could not be written: closing could only fail again.
+            with suppress(OSError, OutputFailed):
+                handle.close()
+            raise
+        handle.close()
+    except OutputFailed as exc:
         fail(EXIT_OUTPUT, f"cannot write {path}: {_reason(exc)}")
 
 
