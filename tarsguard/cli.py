@@ -38,6 +38,7 @@ from . import __version__
 from ._cli_io import EXIT_USAGE, fail, input_lines, json_line, open_out, write
 from ._exceptions import InvalidInput, TarsGuardError
 from ._guard import AsyncGuard, Guard, SamplingOverrides
+from ._live import check_with_status
 from ._types import Decision, Verdict
 from .detect import classify as classify_answer
 from .eval._cli import eval_app
@@ -132,7 +133,7 @@ def check(
         raise typer.Exit(_check_file(input, output, concurrency, base_url, options, sampling))
     assert text is not None
     with _errors(), Guard(base_url, **options) as guard:
-        verdict = guard.check(text, **sampling)
+        verdict = check_with_status(guard, text, sampling, stderr)
     if as_json:
         typer.echo(verdict.model_dump_json())
     else:
