@@ -98,8 +98,8 @@ class ServedJudgeDetector:
     policy, a :class:`~tarsguard.detect.CascadeDetector` keeps its fast reading).
 
     ``backend`` is a ``Backend`` or the base URL of an OpenAI-compatible server (``http://HOST:PORT/v1``).
-    ``constraint`` names the request field for the constraint: ``structured_outputs`` (vLLM 0.10 and later)
-    or ``guided_choice`` (older vLLM). Only the HTTP backend sends the constraint and returns logprobs.
+    ``constraint`` names the request field for the constraint: ``structured_outputs`` (current vLLM) or
+    ``guided_choice`` (older vLLM releases). Only the HTTP backend sends the constraint and returns logprobs.
 
     In async code the guard awaits ``aassess``; ``assess`` runs the same request on a private event loop
     thread. Give a judge used through ``assess`` its own backend: an HTTP client belongs to the event loop it
