@@ -226,7 +226,8 @@ def _message_text(message: Any, index: int, role: str) -> str:
 
 def _tool_calls(message: Any) -> list[str]:
     """The texts of an assistant turn's tool calls (and legacy function call): each function's name and arguments."""
-    calls = list(_field(message, "tool_calls") or ())
+    calls = _field(message, "tool_calls")
+    calls = list(calls) if isinstance(calls, Sequence) and not isinstance(calls, (str, bytes, bytearray)) else []
     legacy = _field(message, "function_call")
     functions = [_field(call, "function") for call in calls] + ([legacy] if legacy is not None else [])
     texts = []
@@ -446,7 +447,8 @@ class Screener:
         verdicts: list[Verdict | None] = [None] * len(parts)
         if self._verdicts is not None:
             for index in range(1, len(parts)):
-                verdicts[index] = self._verdicts.get(self._key(parts[index]))
+                key = self._key(parts[index], None)
+                verdicts[index] = None if key is None else self._verdicts.get(key)
         return verdicts, [i for i, verdict in enumerate(verdicts) if verdict is None]
 
     def _settle(
@@ -460,14 +462,19 @@ class Screener:
 
     def _remember(self, part: Part, verdict: Verdict) -> Verdict:
         if self._verdicts is not None and isinstance(part.prompt, str):
-            self._verdicts.put(self._key(part), verdict)
+            key = self._key(part, verdict.trace.model)
+            if key is not None:
+                self._verdicts.put(key, verdict)
         return verdict
 
-    def _key(self, part: Part) -> str:
-        """The screener's cache key of a text part: the text, the guard's model, sampling and detector."""
+    def _key(self, part: Part, served: str | None) -> str | None:
+        """The screener's cache key of a text part: the text, the model, the guard's sampling and detector;
+        ``None`` while the model is unknown (a backend that finds it on the first check), so that no verdict is
+        kept or found under a model other than the one that made it."""
         guard = self.guard
-        backend = guard.backend
-        model = guard._model or getattr(backend, "model", None) or f"default@{backend.endpoint}"
+        model = guard._model or getattr(guard.backend, "model", None) or served
+        if not model:
+            return None
         variant = f"gate early_stop={self._early_stop}"
         messages = [{"role": "user", "content": str(part.prompt)}]
         return cache_key(messages, model, guard.sampling, guard.detector.name, variant)

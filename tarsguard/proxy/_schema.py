@@ -44,7 +44,7 @@ class UserMessage(_Open):
 
 
 class SystemMessage(_Open):
-    """A system or developer turn (screened with the conversation), text only."""
+    """A system or developer turn (screened), text only."""
 
     role: Literal["system", "developer"]
     content: str | list[TextPart]
@@ -52,7 +52,7 @@ class SystemMessage(_Open):
 
 
 class AssistantMessage(_Open):
-    """An assistant turn; tool calls and other fields pass through."""
+    """An assistant turn (its text and tool calls are screened); other fields pass through."""
 
     role: Literal["assistant"]
     content: str | list[ContentPart] | None = None
@@ -60,10 +60,10 @@ class AssistantMessage(_Open):
 
 
 class ToolMessage(_Open):
-    """A tool's (or a legacy function's) result; not screened."""
+    """A tool's (or a legacy function's) result. It is screened, so only text is accepted."""
 
     role: Literal["tool", "function"]
-    content: str | list[ContentPart] | None = None
+    content: str | list[TextPart] | None = None
 
 
 ChatMessage = Annotated[UserMessage | SystemMessage | AssistantMessage | ToolMessage, Field(discriminator="role")]
@@ -106,7 +106,8 @@ class StreamOptions(_Open):
 class ChatCompletionRequest(_Open):
     """A chat completion request. Fields not named here are passed to the upstream as they are.
 
-    The conversation needs a user turn with text (the latest one is screened, or the conversation up to it).
+    The conversation needs a user turn with text. What is screened follows the proxy's ``screen`` setting: by
+    default every part of the conversation the upstream reads.
     """
 
     model: str
