@@ -36,6 +36,7 @@ from rich.table import Table
 
 from . import __version__
 from ._cli_io import EXIT_USAGE, fail, input_lines, json_line, open_out, write
+from ._config import DEFAULT_MIN_CONFIDENCE, ENV_MIN_CONFIDENCE
 from ._exceptions import InvalidInput, TarsGuardError
 from ._guard import AsyncGuard, Guard, SamplingOverrides
 from ._live import check_with_status
@@ -81,7 +82,8 @@ MinConfidence = Annotated[
         "--min-confidence",
         min=0.0,
         max=1.0,
-        help="Confidence an answered decision needs to be allowed [env: TARSGUARD_MIN_CONFIDENCE; default: 0.5]",
+        help="Confidence an answered decision needs to be allowed "
+        f"[env: {ENV_MIN_CONFIDENCE}; default: {DEFAULT_MIN_CONFIDENCE:g}]",
     ),
 ]
 
