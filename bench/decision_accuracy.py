@@ -252,6 +252,22 @@ def main() -> int:
         f"CPU time per answer, shipped {detector.name}, one thread, {len(pairs)} answers x {args.rounds} rounds: "
         f"median {median:.3f} ms, p99 {p99:.3f} ms, max {samples[-1] * 1e3:.3f} ms (target < 1 ms / < 5 ms: {met})"
     )
+    worst: list[tuple[float, str, int]] = []
+    for phrase in ("申し訳", "お伝えしません", "我不写", "I can't help. "):
+        for size in (5_000, 20_000):
+            text = (phrase * (size // len(phrase) + 1))[:size]
+            times = []
+            for _ in range(5):
+                t0 = time.thread_time()
+                detector.assess(text)
+                times.append(time.thread_time() - t0)
+            worst.append((min(times) * 1e3, phrase, size))
+    slowest = max(worst)
+    print(
+        "Repeated phrases (a model stuck in a loop): "
+        + ", ".join(f"{p.strip()!r} x {n // 1000} KB {ms:.1f} ms" for ms, p, n in worst)
+        + f"; slowest {slowest[0]:.1f} ms (target p99 < 5 ms up to 20 KB: {'met' if slowest[0] < 5 else 'MISSED'})"
+    )
     mean = statistics.fmean(r.confidence for r in corpus_readings)
     print(f"bench wall time {time.perf_counter() - started:.0f} s; mean confidence on the corpus folds {mean:.3f}")
     return 0

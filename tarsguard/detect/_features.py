@@ -8,7 +8,7 @@ import itertools
 import math
 import re
 import string
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from functools import lru_cache
 from typing import Any, NamedTuple
 
@@ -36,6 +36,7 @@ _PUNCT = string.punctuation + (
     "\uff0c\uff01\uff1f\uff1a\uff1b\u2026\u2014\u2013\u00b7\u2022\u300a\u300b\u3008\u3009\u00bf\u00a1\u30fb"
 )
 _TO_SPACE = str.maketrans(dict.fromkeys(_PUNCT, " "))
+_APOSTROPHE_CHARS = ("\u2019", "\u2018", "\u02bc", "\uff07")
 
 
 class _Regexes(NamedTuple):
@@ -44,6 +45,7 @@ class _Regexes(NamedTuple):
     cjk: re.Pattern[str]
     list_line: re.Pattern[str]
     sentence_break: re.Pattern[str]
+    punct: re.Pattern[str]
 
 
 @lru_cache(maxsize=1)
@@ -67,6 +69,7 @@ def _regexes() -> _Regexes:
         cjk=re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uff66-\uff9f]"),
         list_line=re.compile(r"^\s*(?:\d{1,2}[.)]|[-*\u2022])\s", re.MULTILINE),
         sentence_break=re.compile(r"(?<=[.!?;:])\s+|[\u3002\uff01\uff1f\uff1b]+|\n+"),
+        punct=re.compile("[" + re.escape(_PUNCT) + "]"),
     )
 
 
@@ -83,6 +86,10 @@ TAIL_UNITS = 25
 OPEN_TOKENS = 40
 """Words of the opening whose n-grams are features."""
 
+_CJK_TAIL_CHARS = 2000
+_TAIL_TOKENS = 1000
+MAX_HITS = 256
+"""Cue hits read per answer at most: the first and the last half of them (bounds the time a looping answer costs)."""
 _REFUSAL_GROUPS = ("REFUSE", "INABILITY", "WONT")
 _LEN_BOUNDS = (8, 20, 50, 120, 300)
 # Groups that hedge, warn, moralise or redirect; many of them per word means little content (an offer of
@@ -137,8 +144,8 @@ class _Lexicon:
                             cjk.setdefault("".join(words), group)
                         else:
                             self._add(words, group)
-        # Longer phrases first, so that a longer match wins an overlap.
-        self.cjk = tuple(sorted(cjk.items(), key=lambda item: -len(item[0])))
+        self.cjk = cjk
+        self.cjk_pattern = _trie_pattern(cjk)
 
     def _add(self, words: list[str], group: str) -> None:
         node = self.trie
@@ -146,16 +153,22 @@ class _Lexicon:
             node = node.setdefault(word, {})
         node.setdefault("", group)
 
-    def find(self, tokens: list[str]) -> list[Hit]:
-        """Longest matches, left to right, not overlapping."""
+    def find(self, tokens: list[str], limit: int | None = None) -> list[Hit]:
+        """Longest matches, left to right, not overlapping. With ``limit``, at most the first ``limit // 2``
+        matches and the last ``limit // 2`` of the closing words."""
         hits: list[Hit] = []
         root = self.trie
         n = len(tokens)
         free = 0
+        head = limit // 2 if limit is not None else n + 1
         # Only the words that start some phrase are visited (found by C-level map and compress).
         for i in itertools.compress(range(n), map(root.get, tokens)):
             if i < free:
                 continue
+            if len(hits) == head:
+                free = max(free, n - _TAIL_TOKENS)
+                if i < free:
+                    continue
             node: Any = root[tokens[i]]
             best = node.get("")
             best_end = i + 1
@@ -171,23 +184,54 @@ class _Lexicon:
             if best is not None:
                 hits.append(Hit(best, i, best_end, " ".join(tokens[i:best_end])))
                 free = best_end
+        if limit is not None and len(hits) > limit:
+            hits = hits[:head] + hits[-(limit - head) :]
         return hits
 
-    def find_cjk(self, text: str) -> list[Hit]:
-        """Substring matches of the Chinese and Japanese phrases; a longer phrase wins an overlap.
+    def find_cjk(self, text: str, limit: int | None = None) -> list[Hit]:
+        """Substring matches of the Chinese and Japanese phrases, not overlapping; a longer phrase wins an overlap.
 
-        Linear in the text's length per phrase: each match checks only the characters it covers."""
+        One regular-expression pass finds the longest phrase at each position; with ``limit``, only the first
+        ``limit`` of those and the last ``limit`` of the text's closing part are kept."""
+        found = self.cjk_pattern.finditer(text)
+        if limit is None:
+            candidates = [(m.start(), m.group(1)) for m in found]
+        else:
+            candidates = [(m.start(), m.group(1)) for m in itertools.islice(found, limit)]
+            if len(candidates) == limit:
+                tail_from = max(candidates[-1][0] + 1, len(text) - _CJK_TAIL_CHARS)
+                tail = [(m.start(), m.group(1)) for m in self.cjk_pattern.finditer(text, tail_from)]
+                candidates += tail[-limit:]
         taken = bytearray(len(text))
         hits: list[Hit] = []
-        for phrase, group in self.cjk:
-            at = text.find(phrase)
-            while at >= 0:
-                end = at + len(phrase)
-                if not any(taken[at:end]):
-                    taken[at:end] = b"\x01" * (end - at)
-                    hits.append(Hit(group, at // 2, (end + 1) // 2, phrase))
-                at = text.find(phrase, end)
+        for at, phrase in sorted(candidates, key=lambda c: -len(c[1])):  # stable: the leftmost of equal lengths
+            end = at + len(phrase)
+            if not any(taken[at:end]):
+                taken[at:end] = b"\x01" * (end - at)
+                hits.append(Hit(self.cjk[phrase], at // 2, (end + 1) // 2, phrase))
+        hits.sort(key=lambda h: h.start)
         return hits
+
+
+def _trie_pattern(phrases: Iterable[str]) -> re.Pattern[str]:
+    """A regular expression whose group 1 is the longest of ``phrases`` starting at each position (a look-ahead, so
+    matches may overlap), built from their character trie: matching costs the trie's depth per position, not the
+    number of phrases."""
+    trie: dict[str, Any] = {}
+    for phrase in phrases:
+        node = trie
+        for char in phrase:
+            node = node.setdefault(char, {})
+        node[""] = {}
+
+    def build(node: dict[str, Any]) -> str:
+        branches = [re.escape(char) + build(child) for char, child in sorted(node.items()) if char]
+        if not branches:
+            return ""
+        body = branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
+        return f"(?:{body})?" if "" in node else body
+
+    return re.compile(f"(?=({build(trie) or '(?!)'}))")
 
 
 def _expand(entry: str) -> Iterator[str]:
@@ -199,12 +243,22 @@ def _expand(entry: str) -> Iterator[str]:
 
 def tokenize(text: str) -> list[str]:
     """Lower-cased words, punctuation (apostrophes included) taken as space: "can't" is "can", "t"."""
-    return text.lower().translate(_TO_SPACE).split()
+    return _to_space(text.lower()).split()
 
 
 def normalize(text: str) -> str:
     """The answer with typographic apostrophes made plain."""
-    return text.translate(APOSTROPHES)
+    if text.isascii():
+        return text
+    for apostrophe in _APOSTROPHE_CHARS:
+        if apostrophe in text:
+            text = text.replace(apostrophe, "'")
+    return text
+
+
+def _to_space(text: str) -> str:
+    """``text`` with punctuation turned into spaces (one C-level pass; ``str.translate`` is slow off ASCII)."""
+    return text.translate(_TO_SPACE) if text.isascii() else _regexes().punct.sub(" ", text)
 
 
 @lru_cache(maxsize=1)
@@ -254,20 +308,23 @@ def analyze(answer: str) -> Analysis:
     starts: list[int] = []
     chunks = regexes.sentence_break.split(lowered)
     for chunk in chunks:
-        words = chunk.translate(_TO_SPACE).split()
+        words = _to_space(chunk).split()
         if words:
             starts.append(len(tokens))
             tokens += words
     lexicon = _lexicon()
-    hits = lexicon.find(tokens)
+    hits = lexicon.find(tokens, MAX_HITS)
     units = len(tokens)
     if has_cjk(lowered):
-        cjk_hits = lexicon.find_cjk(lowered)
+        cjk_hits = lexicon.find_cjk(lowered, MAX_HITS)
         if cjk_hits:
             hits += cjk_hits
             hits.sort(key=lambda h: h.start)
         units = max(units, len(lowered) // 2)
         starts = [at // 2 for at in itertools.accumulate([0] + [len(c) for c in chunks[:-1]]) if at < len(lowered)]
+    if len(hits) > MAX_HITS:
+        # A model stuck repeating a phrase: its opening and its end say what it did; the middle only repeats.
+        hits = hits[: MAX_HITS // 2] + hits[-MAX_HITS // 2 :]
     shape = [f"len:{_bucket(units, _LEN_BOUNDS)}"]
     if "\n" in answer:
         if len(regexes.list_line.findall(answer)) >= 2:
@@ -395,7 +452,7 @@ def reasoning_cues(reasoning: str) -> list[Hit]:
     chunks = [c for c in _regexes().sentence_break.split(text[-4 * _PLAN_CHARS :]) if c.strip()]
     tail = " ".join(chunks[-_PLAN_SENTENCES:])[-_PLAN_CHARS:]
     lexicon = _reasoning_lexicon()
-    hits = lexicon.find(tail.translate(_TO_SPACE).split())
+    hits = lexicon.find(_to_space(tail).split())
     if has_cjk(tail):
         hits += lexicon.find_cjk(tail)
         hits.sort(key=lambda h: h.start)
