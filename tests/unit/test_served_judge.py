@@ -249,3 +249,10 @@ def test_sync_assess_and_a_guard_using_the_judge_directly(serve: ServerFactory) 
     # The judge's request starts with the check's conversation: a prefix cache can reuse it.
     assert label["messages"][: len(check["messages"])] == check["messages"]
     assert label["messages"][len(check["messages"])] == {"role": "assistant", "content": tars}
+
+
+def test_scripted_replies_take_logprobs_as_lists_too() -> None:
+    # As a --replies JSONL file gives them: lists become tuples, so the reply stays hashable.
+    from_json = Reply(content="answered", logprobs=[["a", -0.1, [["d", -2]]]])  # type: ignore[arg-type]
+    assert from_json.logprobs == (("a", -0.1, (("d", -2.0),)),)
+    assert hash(from_json) == hash(Reply(content="answered", logprobs=(("a", -0.1, (("d", -2.0),)),)))
