@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tarsguard import Decision
+from tarsguard import Decision, Guard
+from tarsguard._config import DEFAULT_MIN_CONFIDENCE
+from tarsguard._parse import parse_output
+from tarsguard.backends.scripted import ScriptedBackend
 from tarsguard.detect import classify
 
 # Written for these tests in TARS's format (reasoning that ends in a plan, then the answer); not from any corpus.
@@ -145,3 +150,26 @@ def _cpu_seconds(text: str) -> float:
     started = time.thread_time()
     classify(text)
     return time.thread_time() - started
+
+
+SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "tars_format").is_dir(), reason="../shared/data/tars_format is not present")
+def test_a_guard_reads_tars_outputs_as_classify_does() -> None:
+    """The guard's path (parse, detector, threshold) gives the bench's readings: undetermined where the output has
+    no readable answer, else the detector's decision, allowed only for an answered one at the threshold."""
+    records = [json.loads(line) for line in (SHARED_DATA / "tars_format" / "tars_format_cases.jsonl").open()]
+    with Guard(backend=ScriptedBackend([r["raw"] for r in records])) as guard:
+        for record in records:
+            verdict = guard.check(record["prompt"])
+            parsed = parse_output(record["raw"], finish_reason="stop")
+            if not parsed.complete:
+                assert verdict.decision is Decision.UNDETERMINED, record["id"]
+                assert not verdict.allowed
+                continue
+            expected = classify(parsed.answer, reasoning=parsed.reasoning)
+            assert verdict.decision is expected.decision, record["id"]
+            assert verdict.allowed == (
+                expected.decision is Decision.ANSWERED and expected.confidence >= DEFAULT_MIN_CONFIDENCE
+            ), record["id"]
