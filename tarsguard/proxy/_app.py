@@ -16,6 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response, StreamingResponse
 from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .._config import Timeout
 from .._exceptions import InvalidInput
@@ -161,11 +162,22 @@ class _Proxy:
         if denied is not None:
             metrics.requests["unauthorized"].inc()
             return denied
+        if not _is_json(request.headers.get("content-type")):
+            metrics.requests["invalid"].inc()
+            return _error(
+                415,
+                "the request body must be JSON, sent with Content-Type: application/json",
+                "invalid_request_error",
+                code="unsupported_media_type",
+            )
         raw = await request.body()
         try:
             body = ChatCompletionRequest.model_validate_json(raw)
             parts = screened_parts(body.messages, self.scope)
         except ValidationError as exc:
+            image = _image_part(raw)
+            if image is not None:
+                return self.invalid(f"image content is not supported: {image} (tarsguard screens text)", "messages")
             return self.invalid(_validation_message(exc), _validation_param(exc))
         except InvalidInput as exc:
             return self.invalid(str(exc), "messages")
@@ -395,6 +407,24 @@ def create_app(config: ProxyConfig, *, guard: AsyncGuard | Guard | None = None) 
         lifespan=lifespan,
     )
     app.state.proxy = proxy
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        # Unknown paths (404) and methods (405) answer in OpenAI's error shape too, not FastAPI's {"detail"}.
+        kinds = {404: ("not_found_error", "not_found"), 405: ("invalid_request_error", "method_not_allowed")}
+        kind, code = kinds.get(exc.status_code, ("invalid_request_error", None))
+        message = {
+            404: f"no such endpoint: {request.url.path}",
+            405: f"{request.method} is not allowed on {request.url.path}",
+        }
+        return _error(
+            exc.status_code,
+            message.get(exc.status_code, str(exc.detail)),
+            kind,
+            code=code,
+            headers=dict(exc.headers or {}),
+        )
+
     errors = {
         "model": ErrorResponse,
         "description": "An error, in OpenAI's format (the upstream's passed on as it came).",
@@ -486,6 +516,29 @@ def _error(
 ) -> Response:
     body = {"error": {"message": message, "type": type_, "param": param, "code": code}}
     return Response(_dumps(body), status_code=status, media_type=_JSON, headers=headers)
+
+
+def _is_json(content_type: str | None) -> bool:
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    return media == _JSON or (media.startswith("application/") and media.endswith("+json"))
+
+
+_IMAGE_TYPES = ("image_url", "input_image", "image")
+
+
+def _image_part(raw: bytes) -> str | None:
+    """Where the request's first image part is (``messages[0].content[1] is an image_url part``), if it has one."""
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        return None
+    messages = body.get("messages") if isinstance(body, dict) else None
+    for i, message in enumerate(messages if isinstance(messages, list) else []):
+        content = message.get("content") if isinstance(message, dict) else None
+        for j, part in enumerate(content if isinstance(content, list) else []):
+            if isinstance(part, dict) and part.get("type") in _IMAGE_TYPES:
+                return f"messages[{i}].content[{j}] is an {part['type']} part"
+    return None
 
 
 def _validation_message(exc: ValidationError) -> str:

@@ -440,7 +440,8 @@ def test_invalid_requests_are_400_in_openais_format(
     serve: Serve, chatbot: ScriptedServer, body: bytes, param: str | None
 ) -> None:
     proxy = serve()
-    response = httpx.post(proxy.base_url + "/chat/completions", content=body)
+    headers = {"content-type": "application/json"}  # without it: 415 (test_proxy_errors)
+    response = httpx.post(proxy.base_url + "/chat/completions", content=body, headers=headers)
     assert response.status_code == 400
     error = response.json()["error"]
     assert error["type"] == "invalid_request_error" and error["message"]
