@@ -976,6 +976,18 @@ def _kept(parsed: ParsedOutput, assessments: Sequence[Assessment | None]) -> tup
     return chosen.model_copy(update={"evidence": (note, *chosen.evidence)}), kept
 
 
+def read_output(output: str, detector: DecisionDetector) -> Assessment:
+    """The decision a guard reads from one complete generated ``output`` (reasoning and answer as the model wrote
+    them): undetermined when it has no readable answer, the most restrictive reading when its tags allow several."""
+    parsed = parse_output(output, finish_reason="stop")
+    if parsed.readings:
+        answers = [detector.assess(r.answer, reasoning=r.reasoning) if r.answer else None for r in parsed.readings]
+        return _kept(parsed, answers)[0]
+    if not parsed.complete:
+        return Assessment(decision=Decision.UNDETERMINED, confidence=0.0, evidence=_incomplete_evidence(parsed))
+    return detector.assess(parsed.answer, reasoning=parsed.reasoning)
+
+
 def _ms_since(started: float) -> float:
     return (time.perf_counter() - started) * 1000
 

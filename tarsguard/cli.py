@@ -38,10 +38,11 @@ from . import __version__
 from ._cli_io import EXIT_USAGE, fail, input_lines, json_line, open_out, write
 from ._config import DEFAULT_MIN_CONFIDENCE, ENV_MIN_CONFIDENCE
 from ._exceptions import InvalidInput, TarsGuardError
-from ._guard import AsyncGuard, Guard, SamplingOverrides
+from ._guard import AsyncGuard, Guard, SamplingOverrides, read_output
 from ._live import check_with_status
-from ._types import Decision, Verdict
+from ._types import Assessment, Decision, Verdict
 from .detect import classify as classify_answer
+from .detect import default_detector
 from .eval._cli import eval_app
 from .tracing._cli import traces_app
 
@@ -148,10 +149,17 @@ def check(
 
 @app.command()
 def classify(
-    input: Annotated[Path | None, typer.Option("--input", "-i", help='JSONL of {"id", "answer", "reasoning"}')] = None,
+    input: Annotated[
+        Path | None,
+        typer.Option("--input", "-i", help='JSONL of {"id", "answer", "reasoning"} or {"id", "output"}'),
+    ] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="JSONL out (default: stdout)")] = None,
 ) -> None:
-    """Read the decision from answers: JSONL in, the same lines plus decision, confidence, evidence out."""
+    """Read the decision from answers: JSONL in, the same lines plus decision, confidence, evidence out.
+
+    A line gives the answer (and the reasoning, if any) apart, or the model's whole ``output`` with its
+    ``<think>...</think>`` block, which is split as a guard splits it (an answer holding ``</think>`` counts as
+    a whole output)."""
     failed = 0
     with input_lines(input) as lines, open_out(output) as out:
         for number, line in lines:
@@ -162,18 +170,28 @@ def classify(
                 if line is None:
                     raise InvalidInput(f"line {number} is not valid UTF-8")
                 record = json.loads(line)
-                if not isinstance(record, dict) or not isinstance(record.get("answer"), str):
-                    raise InvalidInput('each line must be a JSON object with a string "answer"')
-                reasoning = record.get("reasoning")
-                assessment = classify_answer(
-                    record["answer"], reasoning=reasoning if isinstance(reasoning, str) else None
-                )
+                assessment = _classify_record(record)
                 record |= assessment.model_dump(mode="json")
             except (ValueError, InvalidInput) as exc:
                 failed += 1
                 record = {**_label(record, number), "error": {"type": "invalid_input", "message": str(exc)}}
             write(out, json_line(record))
     raise typer.Exit(EXIT_SOME_FAILED if failed else EXIT_OK)
+
+
+def _classify_record(record: Any) -> Assessment:
+    if not isinstance(record, dict):
+        raise InvalidInput('each line must be a JSON object with a string "answer" or "output"')
+    reasoning = record.get("reasoning")
+    answer = record.get("answer")
+    output = record.get("output")
+    if isinstance(answer, str) and not isinstance(reasoning, str) and "</think>" in answer:
+        output = answer
+    if isinstance(output, str):
+        return read_output(output, default_detector())
+    if not isinstance(answer, str):
+        raise InvalidInput('each line must be a JSON object with a string "answer" or "output"')
+    return classify_answer(answer, reasoning=reasoning if isinstance(reasoning, str) else None)
 
 
 @app.command()
