@@ -73,11 +73,13 @@ def windows(messages: Sequence[Mapping[str, str]], budget: int) -> list[list[dic
             f"the guard model's context leaves {max(budget, 0)} tokens for the prompt beside max_tokens; "
             f"at least {MIN_BUDGET_TOKENS} are needed to check it in windows"
         )
-    question = messages[-1]["content"].strip().encode("utf-8")
-    tail_room = room // 4
-    tail = _decode(question[max(0, len(question) - tail_room) :], start=True)
-    piece_room = room - 2 * MESSAGE_TOKENS - len(tail.encode("utf-8"))
     last = len(messages) - 1
+    question = messages[-1]["content"].strip().encode("utf-8")
+    context = any(m["content"].strip() for m in messages[:last])
+    # The end of the request closes the windows of earlier turns: room is kept for it only where there are some.
+    tail = _decode(question[max(0, len(question) - room // 4) :], start=True) if context else ""
+    reserve = MESSAGE_TOKENS + len(tail.encode("utf-8")) if context else 0
+    piece_room = room - MESSAGE_TOKENS - reserve
     pieces: list[tuple[int, str, int]] = []  # (message index, text, estimated tokens)
     for index, message in enumerate(messages):
         for text in _pieces(message["content"], piece_room):
@@ -97,7 +99,6 @@ def windows(messages: Sequence[Mapping[str, str]], budget: int) -> list[list[dic
             seen.add(key)
             out.append(window)
 
-    reserve = MESSAGE_TOKENS + len(tail.encode("utf-8"))
     for piece in pieces:
         if group and used + piece[2] + reserve > room:
             flush()
