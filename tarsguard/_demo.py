@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,6 +101,8 @@ def run_demo(
     from ._standin import default_dest
 
     os.environ.setdefault("TQDM_DISABLE", "1")
+    # transformers warns about its own generation internals (a renamed argument); nothing the reader can act on.
+    warnings.filterwarnings("ignore", message=".*past_key_values.*", category=FutureWarning)
     started = time.monotonic()
     console.print("[bold]tarsguard demo[/]: the whole check pipeline, in-process on this machine's CPU or GPU.")
     console.print(f"[yellow]{escape(NOT_SAFETY)}[/]\n")
