@@ -79,7 +79,8 @@ def run(args: argparse.Namespace) -> None:
             server.requests.clear()
             started = time.perf_counter()
             try:
-                guard.check(prompt(args.chars, "end"))
+                verdict = guard.check(prompt(args.chars, "end"))
+                print(f"\nlong_prompts='reject': the server took the prompt whole ({verdict.decision.value})")
             except ContextLengthExceeded as exc:
                 elapsed = time.perf_counter() - started
                 chats = [r for r in server.requests if r.path == "/v1/chat/completions"]

@@ -61,6 +61,7 @@ from ._windows import (
     DEFAULT_CONTEXT_TOKENS,
     LONG_PROMPTS,
     MIN_BUDGET_TOKENS,
+    TYPICAL_BYTES_PER_TOKEN,
     WINDOW_CONCURRENCY,
     LongPrompts,
     combine,
@@ -206,6 +207,9 @@ class _GuardCore:
         self._long_prompts: LongPrompts = long_prompts
         self._context_tokens = context_tokens
         self._context_limit: int | None = None
+        self._context_reported = False
+        """Whether that length is the server's own: such a server refuses a prompt too long for it, in words the
+        HTTP backend recognises as ``ContextLengthExceeded``."""
         """The guard model's context length once looked up (or learnt from a refusal)."""
         self._cache: VerdictCache | None = None
         if cache is not None and cache is not False:
@@ -335,21 +339,26 @@ class _GuardCore:
         messages = guard_messages(prompt)
         params = merge_sampling(self._sampling, dict(sampling))
         check_text([model or self._model or "", *(params.stop or ())], "the model name or a stop sequence")
-        needed = estimate_tokens(messages) + params.max_tokens
+        estimate = estimate_tokens(messages)
+        needed = estimate + params.max_tokens
         limit = self._context_limit
         if limit is None and needed > ASSUMED_FIT_TOKENS:
             limit = await self._context_length(timeout)
-        if limit is None or needed <= limit:
+        # A server that reported its context refuses a prompt too long for it: a prompt likely to fit is sent whole,
+        # and checked in windows only if the server refuses it (a round trip, no generation).
+        likely = self._context_reported and limit is not None
+        likely = likely and estimate // TYPICAL_BYTES_PER_TOKEN + params.max_tokens <= (limit or 0)
+        if limit is None or needed <= limit or likely:
             try:
                 return await self._check_once(messages, timeout, sampling, early_stop, on_text, model)
             except ContextLengthExceeded as exc:
                 if self._long_prompts == "reject":
                     raise
                 if exc.limit is not None:
-                    self._context_limit = exc.limit
+                    self._context_limit, self._context_reported = exc.limit, True
                 limit = exc.limit or await self._context_length(timeout)
-                # The estimate fitted, yet the server refused: its tokenizer or template needs more than estimated.
-                budget = min(limit, needed // 2) - params.max_tokens
+                # Where even the bound fitted, the server's tokenizer or template needs more than estimated: halve.
+                budget = (limit if needed > limit else min(limit, needed // 2)) - params.max_tokens
         elif self._long_prompts == "reject":
             raise ContextLengthExceeded(
                 f"the prompt (up to {needed - params.max_tokens} tokens by a conservative estimate) and max_tokens "
@@ -422,6 +431,7 @@ class _GuardCore:
         except TarsGuardError:
             return self._context_tokens or DEFAULT_CONTEXT_TOKENS  # asked again next time
         self._context_limit = reported or self._context_tokens or DEFAULT_CONTEXT_TOKENS
+        self._context_reported = bool(reported)
         return self._context_limit
 
     async def _check_once(

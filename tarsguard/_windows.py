@@ -15,6 +15,7 @@ __all__ = [
     "LONG_PROMPTS",
     "MAX_WINDOWS",
     "MIN_BUDGET_TOKENS",
+    "TYPICAL_BYTES_PER_TOKEN",
     "WINDOW_CONCURRENCY",
     "LongPrompts",
     "combine",
@@ -35,6 +36,9 @@ TEMPLATE_TOKENS = 64
 """The chat template's own tokens around the messages (Qwen2.5's inserts a default system prompt)."""
 MESSAGE_TOKENS = 8
 """The template's tokens around each message."""
+TYPICAL_BYTES_PER_TOKEN = 4
+"""Bytes of text per token in typical English: a prompt that fits at this rate is sent whole to a server that
+reports its context (it refuses, rather than cuts, a prompt that does not fit)."""
 MIN_WINDOW_TOKENS = 256
 """The smallest window worth checking; a context that leaves less beside ``max_tokens`` cannot be screened."""
 MAX_WINDOWS = 64

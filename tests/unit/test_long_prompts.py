@@ -237,3 +237,24 @@ def test_windowed_checks_stream_the_kept_verdict() -> None:
     verdict = events[-1]
     assert getattr(verdict, "decision", None) is Decision.DECLINED
     assert [e.kind for e in events[:-1]] == ["reasoning", "answer"]  # type: ignore[union-attr]
+
+
+def test_a_prompt_likely_to_fit_a_server_that_reports_its_context_is_sent_whole() -> None:
+    prompt = f"{PAD} {QUESTION} {PAD}"[:100_000]  # about 17,000 words: over the byte bound, within the context
+    with ScriptedServer(tars, max_model_len=32768) as server, Guard(server.base_url, model="scripted-tars") as guard:
+        verdict = guard.check(prompt)
+    assert verdict.decision is Decision.DECLINED
+    assert [r.path for r in server.requests] == ["/health", "/v1/models", "/v1/chat/completions"]
+    assert "windows" not in verdict.evidence[0]
+
+
+def test_a_prompt_sent_whole_and_refused_is_then_checked_in_windows() -> None:
+    prompt = f"{QUESTION} " + "a " * 15_000  # 30,000 bytes, likely to fit at four a token; 15,000 words do not
+    with (
+        ScriptedServer(tars, max_model_len=8192) as server,
+        Guard(server.base_url, model="scripted-tars", max_tokens=256, on_error="allow") as guard,
+    ):
+        verdict = guard.check(prompt)
+    assert verdict.decision is Decision.DECLINED and not verdict.allowed
+    sent = chats(server)
+    assert words(sent[0]) > 8192 and len(sent) > 2 and all(words(r) + 256 <= 8192 for r in sent[1:])
