@@ -431,7 +431,8 @@ class _GuardCore:
         except TarsGuardError:
             return self._context_tokens or DEFAULT_CONTEXT_TOKENS  # asked again next time
         self._context_limit = reported or self._context_tokens or DEFAULT_CONTEXT_TOKENS
-        self._context_reported = bool(reported)
+        # Only an HTTP server's refusal is known to be recognised; an in-process engine may fail in its own way.
+        self._context_reported = bool(reported) and self._backend.kind in ("http", "http-pool")
         return self._context_limit
 
     async def _check_once(

@@ -16,6 +16,7 @@ from tarsguard import (
     ContextLengthExceeded,
     Decision,
     Guard,
+    Health,
     InvalidInput,
 )
 from tarsguard._scripted_server import split_tokens
@@ -258,3 +259,19 @@ def test_a_prompt_sent_whole_and_refused_is_then_checked_in_windows() -> None:
     assert verdict.decision is Decision.DECLINED and not verdict.allowed
     sent = chats(server)
     assert words(sent[0]) > 8192 and len(sent) > 2 and all(words(r) + 256 <= 8192 for r in sent[1:])
+
+
+class ReportingBackend(ScriptedBackend):
+    """An in-process backend that reports its context length, as the embedded engines do."""
+
+    async def health(self, *, timeout: Any) -> Health:
+        return Health(ok=True, backend=self.kind, models=(self.model,), max_model_len=32768)
+
+
+def test_only_an_http_server_gets_a_likely_fitting_prompt_whole() -> None:
+    # An in-process engine may fail on a prompt too long for it in a way that is not recognised as a refusal:
+    # the byte bound alone decides there.
+    backend = ReportingBackend(lambda messages: tars({"messages": messages}))
+    with Guard(backend=backend) as guard:
+        verdict = guard.check(f"{PAD} {QUESTION} {PAD}"[:100_000])
+    assert verdict.decision is Decision.DECLINED and len(backend.requests) > 1
