@@ -133,36 +133,41 @@ def resolve_min_confidence(value: float | None) -> float:
 
     Raises ``ConfigurationError`` unless the value is a number from 0 to 1.
     """
-    source = "min_confidence"
-    if value is None:
-        env = os.environ.get(ENV_MIN_CONFIDENCE)
-        if not env:
-            return DEFAULT_MIN_CONFIDENCE
-        source = ENV_MIN_CONFIDENCE
-        try:
-            value = float(env)
-        except ValueError:
-            raise ConfigurationError(f"{ENV_MIN_CONFIDENCE} must be a number from 0 to 1, got {env!r}") from None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
-        raise ConfigurationError(f"{source} must be a number from 0 to 1, got {value!r}")
-    return float(value)
+    number, source = _number_setting(value, ENV_MIN_CONFIDENCE, "min_confidence", float, "a number from 0 to 1")
+    if number is None:
+        return DEFAULT_MIN_CONFIDENCE
+    if not 0.0 <= number <= 1.0:
+        raise ConfigurationError(f"{source} must be a number from 0 to 1, got {number!r}")
+    return float(number)
 
 
 def resolve_max_response_bytes(value: int | None) -> int:
     """The response size limit: the argument, else ``TARSGUARD_MAX_RESPONSE_BYTES``, else the default."""
-    source = "max_response_bytes"
+    what = "a positive number of bytes"
+    number, source = _number_setting(value, ENV_MAX_RESPONSE_BYTES, "max_response_bytes", int, what)
+    if number is None:
+        return DEFAULT_MAX_RESPONSE_BYTES
+    if not isinstance(number, int) or number < 1:
+        raise ConfigurationError(f"{source} must be {what}, got {number!r}")
+    return number
+
+
+def _number_setting(
+    value: float | None, env_name: str, argument: str, parse: type[int] | type[float], what: str
+) -> tuple[float | None, str]:
+    """``value``, else the environment variable read with ``parse``, else ``None``, and where it came from; not a
+    number (or a bool) is a ``ConfigurationError`` naming that."""
     if value is None:
-        env = os.environ.get(ENV_MAX_RESPONSE_BYTES)
+        env = os.environ.get(env_name)
         if not env:
-            return DEFAULT_MAX_RESPONSE_BYTES
-        source = ENV_MAX_RESPONSE_BYTES
+            return None, env_name
         try:
-            value = int(env)
+            return parse(env), env_name
         except ValueError:
-            raise ConfigurationError(f"{ENV_MAX_RESPONSE_BYTES} must be a number of bytes, got {env!r}") from None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigurationError(f"{source} must be a positive number of bytes, got {value!r}")
-    return value
+            raise ConfigurationError(f"{env_name} must be {what}, got {env!r}") from None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigurationError(f"{argument} must be {what}, got {value!r}")
+    return value, argument
 
 
 def merge_sampling(base: SamplingParams, overrides: dict[str, Any]) -> SamplingParams:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import threading
 from typing import Any
 
 from .._config import Timeout
@@ -176,8 +175,7 @@ class LLMJudgeDetector:
         self._timeout = Timeout.of(timeout)
         self._include_reasoning = include_reasoning
         self._max_chars = max_chars
-        self._loop: LoopThread | None = None
-        self._loop_lock = threading.Lock()
+        self._loop = LoopThread(name="tarsguard-judge")  # its thread starts on the first ``assess``
 
     @property
     def name(self) -> str:
@@ -227,18 +225,11 @@ class LLMJudgeDetector:
 
     def assess(self, answer: str, *, reasoning: str | None = None, prompt: str | None = None) -> Assessment:
         """Synchronous ``aassess`` (runs on the judge's own event loop thread)."""
-        with self._loop_lock:
-            if self._loop is None:
-                self._loop = LoopThread(name="tarsguard-judge")
-            loop = self._loop
-        return loop.run(self.aassess(answer, reasoning=reasoning, prompt=prompt))
+        return self._loop.run(self.aassess(answer, reasoning=reasoning, prompt=prompt))
 
     def close(self) -> None:
         """Stop the event loop thread that ``assess`` started (the backend is left open)."""
-        with self._loop_lock:
-            loop, self._loop = self._loop, None
-        if loop is not None:
-            loop.close()
+        self._loop.close()
 
 
 def _clip(text: str, limit: int) -> str:

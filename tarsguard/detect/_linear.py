@@ -155,17 +155,14 @@ class LinearDetector:
         analysis = analyze(text)
         z0, z1, z2 = model.bias
         table = model.hand
-        hand: list[tuple[str, _Vec]] = []
         names = hand_features(analysis)
         if reasoning is not None:
             names += [REASONED + name for name in names]
-        for name in names:
-            vec = table.get(name)
-            if vec is not None:
-                hand.append((name, vec))
-                z0 += vec[0]
-                z1 += vec[1]
-                z2 += vec[2]
+        hand = _weights(table, names)
+        for _, vec in hand:
+            z0 += vec[0]
+            z1 += vec[1]
+            z2 += vec[2]
         tokens = analysis.tokens
         zones: list[tuple[str, float, list[str], list[_Vec]]] = []
         if tokens:
@@ -178,14 +175,11 @@ class LinearDetector:
                 z1 += value * s1
                 z2 += value * s2
         answer_only = _softmax(z0, z1, z2)
-        plan: list[tuple[str, _Vec]] = []
-        for name in reasoning_features(reasoning):
-            vec = table.get(name)
-            if vec is not None:
-                plan.append((name, vec))
-                z0 += vec[0]
-                z1 += vec[1]
-                z2 += vec[2]
+        plan = _weights(table, reasoning_features(reasoning))
+        for _, vec in plan:
+            z0 += vec[0]
+            z1 += vec[1]
+            z2 += vec[2]
         probs = _softmax(z0, z1, z2) if plan else answer_only
         read = max(range(3), key=answer_only.__getitem__)
         if read != 0 and answer_only[read] >= PLAN_GATE and probs[0] > max(probs[1], probs[2]):
@@ -195,6 +189,11 @@ class LinearDetector:
         if plan:
             evidence += _plan_evidence(reasoning or "", plan, answer_only, best)
         return Assessment(decision=_DECISIONS[best], confidence=round(probs[best], 4), evidence=evidence)
+
+
+def _weights(table: dict[str, _Vec], names: list[str]) -> list[tuple[str, _Vec]]:
+    """The features among ``names`` that have weights, with their weight vectors."""
+    return [(name, table[name]) for name in names if name in table]
 
 
 def _ngrams(tokens: list[str], uni: dict[str, _Vec], bi: dict[str, dict[str, _Vec]]) -> tuple[list[str], list[_Vec]]:

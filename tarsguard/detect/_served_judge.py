@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import threading
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -139,8 +138,7 @@ class ServedJudgeDetector:
             else {"guided_choice": choice}
         )
         self._extra_body: dict[str, Any] = {**constrained, "logprobs": True, "top_logprobs": top_logprobs}
-        self._loop: LoopThread | None = None
-        self._loop_lock = threading.Lock()
+        self._loop = LoopThread(name="tarsguard-served-judge")  # its thread starts on the first ``assess``
 
     @property
     def name(self) -> str:
@@ -210,15 +208,8 @@ class ServedJudgeDetector:
 
     def assess(self, answer: str, *, reasoning: str | None = None, prompt: str | None = None) -> Assessment:
         """Synchronous ``aassess`` (runs on the judge's own event loop thread)."""
-        with self._loop_lock:
-            if self._loop is None:
-                self._loop = LoopThread(name="tarsguard-served-judge")
-            loop = self._loop
-        return loop.run(self.aassess(answer, reasoning=reasoning, prompt=prompt))
+        return self._loop.run(self.aassess(answer, reasoning=reasoning, prompt=prompt))
 
     def close(self) -> None:
         """Stop the event loop thread that ``assess`` started (the backend is left open)."""
-        with self._loop_lock:
-            loop, self._loop = self._loop, None
-        if loop is not None:
-            loop.close()
+        self._loop.close()
