@@ -15,7 +15,7 @@ import sys
 import httpx
 import pytest
 
-from tarsguard import AsyncGuard, BackendError, Decision, Guard, Health, Verdict
+from tarsguard import AsyncGuard, BackendError, ContextLengthExceeded, Decision, Guard, Health, Verdict
 from tests.support.standin import REPO_ROOT, SERVED_NAME
 from tests.support.vllm_server import DEFAULT_MAX_MODEL_LEN as MAX_MODEL_LEN
 from tests.support.vllm_server import RealServer
@@ -101,41 +101,21 @@ def _server_error_message(base_url: str, body: dict[str, object]) -> str:
     return message
 
 
-def test_overlong_request_raises_400_without_retry(vllm_real_server: RealServer) -> None:
+@pytest.mark.parametrize("on_error", ["raise", "decline", "allow"])
+def test_an_overlong_max_tokens_is_refused_before_any_request(vllm_real_server: RealServer, on_error: str) -> None:
+    """The server would answer 400 (checked first); the guard knows the served context from /v1/models and refuses
+    such a check itself, under every error policy, without sending it."""
     url = vllm_real_server.base_url
     server_message = _server_error_message(
         url,
         {"model": SERVED_NAME, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 100000},
     )
-    before = vllm_real_server.count_access("POST", CHAT, 400)
-    with Guard(base_url=url) as guard, pytest.raises(BackendError) as info:
+    assert "max_tokens" in server_message or "context" in server_message
+    sent = [vllm_real_server.count_access("POST", CHAT, status) for status in (200, 400)]
+    with Guard(base_url=url, on_error=on_error) as guard, pytest.raises(ContextLengthExceeded) as info:
         guard.check("hi", max_tokens=100000)
-    after = vllm_real_server.count_access("POST", CHAT, 400)
-    exc = info.value
-    assert exc.status_code == 400
-    assert server_message in str(exc)
-    assert exc.message == server_message
-    assert exc.retries == 0
-    assert after - before == 1, "a 400 must be sent exactly once (never retried)"
-
-
-def test_overlong_request_with_decline_policy(vllm_real_server: RealServer) -> None:
-    url = vllm_real_server.base_url
-    before = vllm_real_server.count_access("POST", CHAT, 400)
-    with Guard(base_url=url, on_error="decline") as guard:
-        verdict = guard.check("hi", max_tokens=100000)
-    after = vllm_real_server.count_access("POST", CHAT, 400)
-    assert verdict.decision is Decision.UNDETERMINED
-    assert verdict.allowed is False
-    error = verdict.trace.error
-    assert error is not None
-    assert error.status_code == 400
-    assert error.policy == "decline"
-    assert error.type == "backend_error"
-    assert "max_tokens" in error.message
-    assert verdict.trace.retries == 0
-    assert verdict.trace.model == SERVED_NAME  # auto-detected before the request failed
-    assert after - before == 1, "a 400 must be sent exactly once (never retried)"
+    assert "max_tokens" in str(info.value)
+    assert [vllm_real_server.count_access("POST", CHAT, status) for status in (200, 400)] == sent
 
 
 def test_unknown_model_is_a_404_backend_error(vllm_real_server: RealServer) -> None:
