@@ -24,12 +24,12 @@ __all__ = [
     "has_cjk",
     "ngrams",
     "normalize",
+    "plan_features",
     "reasoning_cues",
     "reasoning_features",
     "tokenize",
 ]
 
-APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "\uff07": "'"})
 
 _PUNCT = string.punctuation + (
     "\u201c\u201d\u201e\u00ab\u00bb\u2039\u203a\u300c\u300d\u300e\u300f\u3010\u3011\uff08\uff09\u3001\u3002"
@@ -460,15 +460,20 @@ def reasoning_cues(reasoning: str) -> list[Hit]:
 
 
 def reasoning_features(reasoning: str | None) -> list[str]:
-    """The plan feature names of a reasoning: which plans its closing sentences state, and the last one."""
-    if not reasoning or not reasoning.strip():
+    """The plan feature names of a reasoning (see :func:`plan_features`)."""
+    return plan_features(reasoning_cues(reasoning) if reasoning and reasoning.strip() else None)
+
+
+def plan_features(cues: list[Hit] | None) -> list[str]:
+    """The plan feature names from a reasoning's cues (``None``: no reasoning): which plans its closing sentences
+    state, and the last one."""
+    if cues is None:
         return []
-    hits = reasoning_cues(reasoning)
-    if not hits:
+    if not cues:
         return ["r:none"]
-    kinds = {_PLAN_SHORT[h.group] for h in hits}
+    kinds = {_PLAN_SHORT[h.group] for h in cues}
     names = [f"r:{kind}" for kind in sorted(kinds)]
-    names.append(f"r:last:{_PLAN_SHORT[hits[-1].group]}")
+    names.append(f"r:last:{_PLAN_SHORT[cues[-1].group]}")
     if "D" in kinds and ("C" in kinds or "P" in kinds):
         names.append("r:D&help")  # declines one part and helps with another
     return names

@@ -22,8 +22,8 @@ from ._features import (
     hand_features,
     has_cjk,
     normalize,
+    plan_features,
     reasoning_cues,
-    reasoning_features,
 )
 
 __all__ = ["LinearDetector"]
@@ -175,7 +175,8 @@ class LinearDetector:
                 z1 += value * s1
                 z2 += value * s2
         answer_only = _softmax(z0, z1, z2)
-        plan = _weights(table, reasoning_features(reasoning))
+        cues = reasoning_cues(reasoning) if reasoning and reasoning.strip() else None
+        plan = _weights(table, plan_features(cues))
         for _, vec in plan:
             z0 += vec[0]
             z1 += vec[1]
@@ -187,7 +188,7 @@ class LinearDetector:
         best = max(range(3), key=probs.__getitem__)
         evidence = _evidence(text, analysis, hand, zones, probs, best)
         if plan:
-            evidence += _plan_evidence(reasoning or "", plan, answer_only, best)
+            evidence += _plan_evidence(cues or [], plan, answer_only, best)
         return Assessment(decision=_DECISIONS[best], confidence=round(probs[best], 4), evidence=evidence)
 
 
@@ -221,12 +222,11 @@ def _softmax(z0: float, z1: float, z2: float) -> list[float]:
 
 
 def _plan_evidence(
-    reasoning: str, plan: list[tuple[str, _Vec]], answer_only: list[float], best: int
+    cues: list[Hit], plan: list[tuple[str, _Vec]], answer_only: list[float], best: int
 ) -> tuple[str, ...]:
     """What the reasoning's plan said, and whether the answer bore it out."""
     planned = max(range(3), key=lambda k: sum(vec[k] - sum(vec) / 3 for _, vec in plan))
-    hits = reasoning_cues(reasoning)
-    phrase = next((h.phrase for h in reversed(hits) if _REASONING_CLASS[h.group] == planned), "")
+    phrase = next((h.phrase for h in reversed(cues) if _REASONING_CLASS[h.group] == planned), "")
     said = f"reasoning {_REASONING_WORDS[_PLAN_GROUP[planned]]}" + (f': "{phrase}"' if phrase else "")
     read = max(range(3), key=answer_only.__getitem__)
     if planned == best:
