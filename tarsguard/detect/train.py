@@ -91,7 +91,7 @@ class Config:
     """Weight of a TARS-format example relative to an XSTest one (the corpus is small and is the target)."""
 
 
-# Prior logits (answered, declined, partial) for cue features: what the issue's definitions say each cue means.
+# Prior logits (answered, declined, partial) for cue features: what the label definitions say each cue means.
 # The L2 penalty pulls a weight towards its prior instead of towards zero, so a cue keeps its meaning where
 # the labelled answers say little about it (few XSTest answers give general information in place of harmful
 # detail, as TARS's partial answers do) and the data overrides it where they say much.
